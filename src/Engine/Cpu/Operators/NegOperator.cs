@@ -1,0 +1,12 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+
+namespace Engine.Cpu.Operators;
+
+internal readonly struct NegOperator<T> : IUnaryOperator<T> where T : unmanaged, IBinaryFloatingPointIeee754<T>
+{
+    public static void Forward(ReadOnlySpan<T> input, Span<T> output) => TensorPrimitives.Negate(input, output);
+
+    public static void Backward(ReadOnlySpan<T> input, ReadOnlySpan<T> output, ReadOnlySpan<T> outputGrad, Span<T> inputGrad) =>
+        TensorPrimitives.Negate(outputGrad, inputGrad);
+}

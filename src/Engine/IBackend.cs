@@ -1,0 +1,146 @@
+namespace Engine;
+
+public enum UnaryOp
+{
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Square,
+    Relu,
+    Sigmoid,
+    Silu,
+    /// <summary>GELU, tanh approximation (Hugging Face "gelu_pytorch_tanh" / "gelu_new").</summary>
+    Gelu,
+}
+
+public enum BinaryOp
+{
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+public enum RandomDistribution
+{
+    Uniform,
+    Normal,
+}
+
+/// <summary>
+/// The operations autograd calls. Every implementation computes the same thing within the tolerances the conformance
+/// suite states. Outputs are preallocated by the caller; unless a method says "accumulates", it overwrites its output.
+/// Floating-point kernels accept float32 and float64 (float64 exists for gradient checks); bfloat16 is storage only and
+/// is converted by <see cref="Copy"/>.
+/// </summary>
+public interface IBackend
+{
+    Device Device { get; }
+
+    // ------------------------------------------------------------ memory
+    Storage Allocate(long byteLength);
+
+    void Upload(ReadOnlySpan<byte> source, Storage destination, long destinationByteOffset);
+
+    void Download(Storage source, long sourceByteOffset, Span<byte> destination);
+
+    /// <summary>Bytes currently allocated and the high-water mark since the last <see cref="ResetPeakMemory"/>.</summary>
+    (long Current, long Peak) MemoryInUse { get; }
+
+    void ResetPeakMemory();
+
+    // ------------------------------------------------------------ layout and fill
+    /// <summary>destination = source, same shape, any strides; converts between float dtypes (bfloat16 rounds to nearest even) and between integer dtypes.</summary>
+    void Copy(Tensor source, Tensor destination);
+
+    void Fill(Tensor destination, double value);
+
+    /// <summary>Counter-based (Philox4x32-10) random values: element i of a contiguous destination depends only on (seed, i).</summary>
+    void FillRandom(Tensor destination, RandomDistribution distribution, double first, double second, ulong seed);
+
+    // ------------------------------------------------------------ elementwise
+    /// <summary>result = left op right; left and right already broadcast to result's shape (stride-0 axes allowed).</summary>
+    void Binary(BinaryOp op, Tensor left, Tensor right, Tensor result);
+
+    /// <summary>result = alpha * input + beta (a fused scale and shift).</summary>
+    void Affine(Tensor input, double alpha, double beta, Tensor result);
+
+    void Unary(UnaryOp op, Tensor input, Tensor result);
+
+    /// <summary>inputGrad = outputGrad · op'(input); <paramref name="output"/> is op(input), used where the derivative is cheaper from it.</summary>
+    void UnaryBackward(UnaryOp op, Tensor input, Tensor output, Tensor outputGrad, Tensor inputGrad);
+
+    // ------------------------------------------------------------ reductions
+    /// <summary>Sums input over every axis where result has size 1 and input does not (result has input's rank).</summary>
+    void Sum(Tensor input, Tensor result);
+
+    /// <summary>Maximum over the last axis: result and argmax (int32) have input's shape without that axis. Ties take the first index.</summary>
+    void MaxLastAxis(Tensor input, Tensor result, Tensor argmax);
+
+    /// <summary>inputGrad[..., argmax[...]] += outputGrad[...]; other elements unchanged. Accumulates.</summary>
+    void MaxLastAxisBackward(Tensor argmax, Tensor outputGrad, Tensor inputGrad);
+
+    /// <summary>Softmax (or log-softmax) over the last axis of a contiguous input.</summary>
+    void Softmax(Tensor input, Tensor result, bool log);
+
+    void SoftmaxBackward(Tensor output, Tensor outputGrad, Tensor inputGrad, bool log);
+
+    /// <summary>
+    /// Per-row cross-entropy of logits [rows, vocab] against int32 targets [rows], fused with log-softmax. Rows whose target is
+    /// <paramref name="ignoreIndex"/> get loss 0 and weight 0; other rows weight 1. logSumExp [rows] is kept for backward.
+    /// </summary>
+    void CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex, Tensor rowLoss, Tensor rowWeight, Tensor logSumExp);
+
+    /// <summary>logitsGrad = (softmax(logits) − onehot(target)) · lossScale for counted rows, 0 for ignored rows. lossScale is a one-element tensor.</summary>
+    void CrossEntropyBackward(Tensor logits, Tensor targets, int ignoreIndex, Tensor logSumExp, Tensor lossScale, Tensor logitsGrad);
+
+    // ------------------------------------------------------------ linear algebra
+    /// <summary>
+    /// result = alpha · op(left) · op(right) + beta · result for rank-2 operands or rank-3 batches (batch axis 0).
+    /// Each matrix must have unit stride in one of its two axes; transposition is read from the strides, so transposed views cost no copy.
+    /// </summary>
+    void MatMul(Tensor left, Tensor right, Tensor result, double alpha, double beta);
+
+    // ------------------------------------------------------------ indexing
+    /// <summary>result[i, ...] = source[indices[i], ...] (rows of a contiguous source).</summary>
+    void IndexSelect(Tensor source, Tensor indices, Tensor result);
+
+    /// <summary>destination[indices[i], ...] += source[i, ...]. Accumulates, deterministic (duplicate indices summed in order).</summary>
+    void IndexAdd(Tensor destination, Tensor indices, Tensor source);
+
+    /// <summary>result[i] = source.flat[indices[i]] over a contiguous source.</summary>
+    void GatherFlat(Tensor source, Tensor indices, Tensor result);
+
+    /// <summary>destination.flat[indices[i]] += values[i]. Accumulates, deterministic.</summary>
+    void ScatterAddFlat(Tensor destination, Tensor indices, Tensor values);
+
+    // ------------------------------------------------------------ transformer blocks
+    /// <summary>result = input / rms(input) · weight over the last axis; inverseRms [rows] kept for backward.</summary>
+    void RmsNorm(Tensor input, Tensor weight, double epsilon, Tensor result, Tensor inverseRms);
+
+    /// <summary>inputGrad overwritten; weightGrad (when not null) accumulates.</summary>
+    void RmsNormBackward(Tensor input, Tensor weight, Tensor inverseRms, Tensor outputGrad, Tensor inputGrad, Tensor? weightGrad);
+
+    /// <summary>
+    /// Rotary embedding, "rotate half" layout (pairs i and i + headDim/2), on input [batch, heads, tokens, headDim] with
+    /// int32 positions [tokens]. <paramref name="inverse"/> rotates by the negative angle (the backward pass).
+    /// </summary>
+    void Rope(Tensor input, Tensor positions, double theta, bool inverse, Tensor result);
+
+    /// <summary>
+    /// Causal attention with grouped-query heads: q [batch, qHeads, queryLen, headDim], k and v [batch, kvHeads, keyLen, headDim],
+    /// query row i at absolute position i + keyLen − queryLen. output like q; logSumExp [batch, qHeads, queryLen].
+    /// </summary>
+    void AttentionForward(Tensor query, Tensor key, Tensor value, double scale, Tensor output, Tensor logSumExp);
+
+    void AttentionBackward(Tensor query, Tensor key, Tensor value, Tensor output, Tensor logSumExp, Tensor outputGrad, double scale,
+        Tensor queryGrad, Tensor keyGrad, Tensor valueGrad);
+
+    /// <summary>
+    /// result = input · mask / (1 − p), mask[i] = uniform(seed, i) ≥ p. The mask is regenerated from the seed for backward
+    /// (call again with the output gradient as input), so it is never stored.
+    /// </summary>
+    void Dropout(Tensor input, double probability, ulong seed, Tensor result);
+}
