@@ -143,4 +143,17 @@ public interface IBackend
     /// (call again with the output gradient as input), so it is never stored.
     /// </summary>
     void Dropout(Tensor input, double probability, ulong seed, Tensor result);
+
+    // ------------------------------------------------------------ optimizers
+    /// <summary>Σ x² of a float tensor into a one-element tensor (global-norm clipping), accumulated in float64 on the CPU.</summary>
+    void SumOfSquares(Tensor input, Tensor result);
+
+    /// <summary>
+    /// One AdamW step in place, exactly as PyTorch's torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g;
+    /// v ← β2·v + (1 − β2)·g²; p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε).
+    /// </summary>
+    void AdamWStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, AdamWStepSettings settings);
 }
+
+/// <summary>Hyperparameters of one AdamW update; <see cref="Step"/> is the 1-based step count of this parameter (bias correction).</summary>
+public readonly record struct AdamWStepSettings(double LearningRate, double Beta1, double Beta2, double Epsilon, double WeightDecay, long Step);

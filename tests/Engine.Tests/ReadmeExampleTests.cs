@@ -32,11 +32,7 @@ public class ReadmeExampleTests
     [Fact]
     public void ReadmeShowsTheTestedExample()
     {
-        string root = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(root, "Engine.sln")))
-        {
-            root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("repository root not found above " + AppContext.BaseDirectory);
-        }
+        string root = Support.RepositoryPaths.Root;
         string source = File.ReadAllText(Path.Combine(root, "tests", "Engine.Tests", "ReadmeExampleTests.cs"));
         string readme = File.ReadAllText(Path.Combine(root, "README.md"));
         var match = Regex.Match(source, @"// README-EXAMPLE-BEGIN\r?\n(.*?)\s*// README-EXAMPLE-END", RegexOptions.Singleline);

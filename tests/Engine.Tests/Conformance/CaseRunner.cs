@@ -65,6 +65,38 @@ public sealed class CaseRunner
         return total;
     }
 
+    /// <summary>
+    /// Compares float64 backward against central differences of <see cref="Objective"/> (step 1e-6) at up to
+    /// <paramref name="maxElements"/> evenly spread elements of each differentiable input; throws on a mismatch.
+    /// </summary>
+    public void CheckGradients(double tolerance, int maxElements = 48)
+    {
+        const double step = 1e-6;
+        var (_, analytic) = Run(DType.Float64, Device.Cpu);
+        for (int input = 0; input < Inputs.Length; input++)
+        {
+            if (!Case.Inputs[input].Differentiable)
+            {
+                Assert.Null(analytic[input]);
+                continue;
+            }
+            Assert.NotNull(analytic[input]);
+            int count = Inputs[input].Length, checkedCount = Math.Min(count, maxElements);
+            var positions = Enumerable.Range(0, checkedCount).Select(i => (int)((long)i * count / checkedCount)).ToArray();
+            var numeric = new double[positions.Length];
+            for (int k = 0; k < positions.Length; k++)
+            {
+                var perturbed = Inputs.Select(values => (double[])values.Clone()).ToArray();
+                perturbed[input][positions[k]] += step;
+                double plus = Objective(perturbed);
+                perturbed[input][positions[k]] -= 2 * step;
+                double minus = Objective(perturbed);
+                numeric[k] = (plus - minus) / (2 * step);
+            }
+            Assertions.Close(numeric, positions.Select(p => analytic[input]![p]).ToArray(), tolerance, $"{Case.Name} gradient of input {input} ({Seed})");
+        }
+    }
+
     private static Tensor Make(double[] values, int[] shape, DType dtype, Device device)
     {
         using var host = Tensor.FromArray<double>(values, shape);
