@@ -17,8 +17,8 @@ public class Variable : IDisposable
 
     public Tensor Data { get; }
 
-    /// <summary>Accumulated gradient of a leaf that requires one (null until backward reaches it, and always null for frozen leaves).</summary>
-    public Tensor? Grad { get; internal set; }
+    /// <summary>Accumulated gradient of a leaf that requires one (null until backward reaches it; never allocated for frozen leaves). Settable, to apply gradients computed elsewhere.</summary>
+    public Tensor? Grad { get; set; }
 
     public string? Name { get; set; }
 
