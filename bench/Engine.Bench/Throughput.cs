@@ -52,7 +52,8 @@ public sealed class ThroughputColumn : IColumn
         var parameters = benchmarkCase.Parameters.Items.ToDictionary(item => item.Name, item => item.Value);
         var (amount, unit) = ((double, string))work.Invoke(null, [benchmarkCase.Descriptor.WorkloadMethod.Name, parameters])!;
         double perSecond = amount / (report.ResultStatistics.Mean * 1e-9);
-        return $"{perSecond / 1e9:F1} G{unit}/s";
+        var (scale, prefix) = perSecond >= 1e9 ? (1e9, "G") : perSecond >= 1e6 ? (1e6, "M") : (1e3, "k");
+        return $"{perSecond / scale:F1} {prefix}{unit}/s";
     }
 }
 

@@ -77,30 +77,39 @@ public sealed class Trainer : IDisposable
         var clock = Stopwatch.StartNew();
         while (CompletedSteps < Options.MaxSteps && !cancellation.IsCancellationRequested)
         {
-            int step = CompletedSteps + 1;
-            method.BeforeStep(step);
-            long stepStart = clock.ElapsedTicks;
-            var (loss, tokens) = AccumulateGradients(step);
-            double gradNorm = GradientClipping.ClipGlobalNorm(trainable, Options.MaxGradNorm);
-            double learningRateScale = schedule.Multiplier(CompletedSteps);
-            optimizer.Step(learningRateScale);
-            foreach (var parameter in trainable)
-            {
-                parameter.ClearGrad();
-            }
-            CompletedSteps = step;
-            double seconds = (clock.ElapsedTicks - stepStart) / (double)Stopwatch.Frequency;
-            double? evalLoss = evalBatches.Count > 0 && (step == Options.MaxSteps || (Options.EvalEvery > 0 && step % Options.EvalEvery == 0)) ? Evaluate(evalBatches) : null;
-            var metrics = new StepMetrics(step, loss, Options.LearningRate * learningRateScale, gradNorm, tokens / Math.Max(seconds, 1e-9), evalLoss, clock.Elapsed.TotalSeconds);
+            var metrics = Step() with { ElapsedSeconds = clock.Elapsed.TotalSeconds };
             history.Add(metrics);
             metricsLog?.Write(metrics);
             StepCompleted?.Invoke(metrics);
-            if (Options.CheckpointEvery > 0 && (step % Options.CheckpointEvery == 0 || step == Options.MaxSteps))
+            if (Options.CheckpointEvery > 0 && (metrics.Step % Options.CheckpointEvery == 0 || metrics.Step == Options.MaxSteps))
             {
-                TrainingCheckpoint.Save(CheckpointDirectory!, method.StateParameters, optimizer, new TrainingCheckpoint.State(step, trainBatches.SaveState(), method.Name, Options.Seed));
+                TrainingCheckpoint.Save(CheckpointDirectory!, method.StateParameters, optimizer, new TrainingCheckpoint.State(metrics.Step, trainBatches.SaveState(), method.Name, Options.Seed));
             }
         }
         return history;
+    }
+
+    /// <summary>
+    /// One optimizer step: forward/backward over the micro-batches, clipping, the AdamW update, and evaluation when due.
+    /// ElapsedSeconds in the result is this step's duration (Train replaces it with the run's elapsed time).
+    /// </summary>
+    public StepMetrics Step()
+    {
+        int step = CompletedSteps + 1;
+        var clock = Stopwatch.StartNew();
+        method.BeforeStep(step);
+        var (loss, tokens) = AccumulateGradients(step);
+        double gradNorm = GradientClipping.ClipGlobalNorm(trainable, Options.MaxGradNorm);
+        double learningRateScale = schedule.Multiplier(CompletedSteps);
+        optimizer.Step(learningRateScale);
+        foreach (var parameter in trainable)
+        {
+            parameter.ClearGrad();
+        }
+        CompletedSteps = step;
+        double seconds = clock.Elapsed.TotalSeconds;
+        double? evalLoss = evalBatches.Count > 0 && (step == Options.MaxSteps || (Options.EvalEvery > 0 && step % Options.EvalEvery == 0)) ? Evaluate(evalBatches) : null;
+        return new StepMetrics(step, loss, Options.LearningRate * learningRateScale, gradNorm, tokens / Math.Max(seconds, 1e-9), evalLoss, seconds);
     }
 
     /// <summary>Forward and backward over the step's micro-batches; returns the mean micro-batch loss and the tokens processed.</summary>
