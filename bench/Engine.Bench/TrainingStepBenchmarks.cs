@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using Engine.Model;
 using Engine.Training;
+using Engine.Training.Data;
 
 namespace Engine.Bench;
 
@@ -15,9 +16,9 @@ public class TrainingStepBenchmarks : IWorkload
     private LlamaModel model = null!;
     private Trainer trainer = null!;
 
-    private sealed class RepeatedBatch(TokenBatch batch) : IBatchSource
+    private sealed class RepeatedBatch(Batch batch) : IBatchSource
     {
-        public TokenBatch Next() => batch;
+        public Batch Next() => batch;
 
         public string SaveState() => "";
 
@@ -37,7 +38,7 @@ public class TrainingStepBenchmarks : IWorkload
         var random = new Random(0);
         var ids = Enumerable.Range(0, BatchSize * Tokens).Select(_ => random.Next(config.VocabSize)).ToArray();
         var targets = ids.Skip(1).Append(0).ToArray();
-        trainer = new Trainer(model, new FullFineTuning(), new RepeatedBatch(new TokenBatch(ids, targets, BatchSize, Tokens)),
+        trainer = new Trainer(model, new FullFineTuning(), new RepeatedBatch(new Batch(ids, ids, targets, BatchSize, Tokens, Epoch: 0)),
             new TrainingOptions { MaxSteps = int.MaxValue, LearningRate = 1e-3 });
     }
 

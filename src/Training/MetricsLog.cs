@@ -5,7 +5,7 @@ namespace Engine.Training;
 /// <summary>metrics.csv: one row per optimizer step, flushed as written; on resume, rows past the checkpoint are dropped.</summary>
 public sealed class MetricsLog : IDisposable
 {
-    private const string Header = "step,loss,learning_rate,grad_norm,tokens_per_second,eval_loss,elapsed_seconds";
+    private const string Header = "step,loss,learning_rate,grad_norm,tokens,tokens_per_second,eval_loss,elapsed_seconds";
     private readonly StreamWriter writer;
 
     public MetricsLog(string path, int resumeAfterStep)
@@ -31,7 +31,7 @@ public sealed class MetricsLog : IDisposable
     {
         string F(double value) => value.ToString("R", CultureInfo.InvariantCulture);
         writer.WriteLine(string.Join(',', metrics.Step.ToString(CultureInfo.InvariantCulture), F(metrics.Loss), F(metrics.LearningRate), F(metrics.GradNorm),
-            F(metrics.TokensPerSecond), metrics.EvalLoss is { } eval ? F(eval) : "", F(metrics.ElapsedSeconds)));
+            metrics.Tokens.ToString(CultureInfo.InvariantCulture), F(metrics.TokensPerSecond), metrics.EvalLoss is { } eval ? F(eval) : "", F(metrics.ElapsedSeconds)));
         writer.Flush();
     }
 
@@ -41,7 +41,7 @@ public sealed class MetricsLog : IDisposable
         {
             var cells = line.Split(',');
             double D(int i) => double.Parse(cells[i], CultureInfo.InvariantCulture);
-            return new StepMetrics(int.Parse(cells[0], CultureInfo.InvariantCulture), D(1), D(2), D(3), D(4), cells[5].Length > 0 ? D(5) : null, D(6));
+            return new StepMetrics(int.Parse(cells[0], CultureInfo.InvariantCulture), D(1), D(2), D(3), long.Parse(cells[4], CultureInfo.InvariantCulture), D(5), cells[6].Length > 0 ? D(6) : null, D(7));
         }).ToList();
 
     public void Dispose() => writer.Dispose();

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Engine.Autograd;
 using Engine.Model;
+using Engine.Training.Data;
 using Engine.Training.Optimization;
 
 namespace Engine.Training;
@@ -15,12 +16,12 @@ public sealed class Trainer : IDisposable
     private readonly LlamaModel model;
     private readonly ITrainingMethod method;
     private readonly IBatchSource trainBatches;
-    private readonly IReadOnlyList<TokenBatch> evalBatches;
+    private readonly IReadOnlyList<Batch> evalBatches;
     private readonly AdamW optimizer;
     private readonly LearningRateSchedule schedule;
     private readonly IReadOnlyList<Parameter> trainable;
 
-    public Trainer(LlamaModel model, ITrainingMethod method, IBatchSource trainBatches, TrainingOptions options, IReadOnlyList<TokenBatch>? evalBatches = null)
+    public Trainer(LlamaModel model, ITrainingMethod method, IBatchSource trainBatches, TrainingOptions options, IReadOnlyList<Batch>? evalBatches = null)
     {
         if (options.MaxSteps < 0 || options.GradientAccumulation < 1)
         {
@@ -109,7 +110,7 @@ public sealed class Trainer : IDisposable
         CompletedSteps = step;
         double seconds = clock.Elapsed.TotalSeconds;
         double? evalLoss = evalBatches.Count > 0 && (step == Options.MaxSteps || (Options.EvalEvery > 0 && step % Options.EvalEvery == 0)) ? Evaluate(evalBatches) : null;
-        return new StepMetrics(step, loss, Options.LearningRate * learningRateScale, gradNorm, tokens / Math.Max(seconds, 1e-9), evalLoss, seconds);
+        return new StepMetrics(step, loss, Options.LearningRate * learningRateScale, gradNorm, tokens, tokens / Math.Max(seconds, 1e-9), evalLoss, seconds);
     }
 
     /// <summary>Forward and backward over the step's micro-batches; returns the mean micro-batch loss and the tokens processed.</summary>
@@ -139,12 +140,12 @@ public sealed class Trainer : IDisposable
         return (lossSum / Options.GradientAccumulation, tokens);
     }
 
-    private (Tensor InputIds, Tensor Targets) ToTensors(TokenBatch batch) =>
+    private (Tensor InputIds, Tensor Targets) ToTensors(Batch batch) =>
         (Tensor.FromArray<int>(batch.InputIds, [batch.BatchSize, batch.SequenceLength], model.Device),
          Tensor.FromArray<int>(batch.Targets, [batch.BatchSize, batch.SequenceLength], model.Device));
 
     /// <summary>Mean loss over every counted token of the batches (no gradients).</summary>
-    public double Evaluate(IReadOnlyList<TokenBatch> batches)
+    public double Evaluate(IReadOnlyList<Batch> batches)
     {
         using var noGrad = GradMode.NoGrad();
         double weighted = 0;
@@ -153,7 +154,7 @@ public sealed class Trainer : IDisposable
         {
             using var scope = new TensorScope();
             var (inputIds, targets) = ToTensors(batch);
-            int count = batch.CountedTokens;
+            int count = batch.TargetCount;
             if (count > 0)
             {
                 weighted += model.Loss(inputIds, targets).Data.Item() * count;

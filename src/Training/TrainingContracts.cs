@@ -1,23 +1,14 @@
 using Engine.Autograd;
 using Engine.Model;
+using Engine.Training.Data;
 using Engine.Training.Optimization;
 
 namespace Engine.Training;
 
-/// <summary>
-/// One micro-batch, row-major [BatchSize, SequenceLength]: token ids, and for each position the id of the next token
-/// (the loss target), or −100 where no loss is taken (padding, prompts).
-/// </summary>
-public sealed record TokenBatch(int[] InputIds, int[] Targets, int BatchSize, int SequenceLength)
-{
-    /// <summary>Positions that contribute to the loss.</summary>
-    public int CountedTokens => Targets.Count(target => target != Ops.IgnoreIndex);
-}
-
 /// <summary>An endless, resumable stream of training batches.</summary>
 public interface IBatchSource
 {
-    TokenBatch Next();
+    Batch Next();
 
     /// <summary>An opaque description of the position in the stream (stored in checkpoints).</summary>
     string SaveState();
@@ -108,7 +99,7 @@ public sealed record TrainingOptions
 }
 
 /// <summary>One logged optimizer step.</summary>
-public sealed record StepMetrics(int Step, double Loss, double LearningRate, double GradNorm, double TokensPerSecond, double? EvalLoss, double ElapsedSeconds);
+public sealed record StepMetrics(int Step, double Loss, double LearningRate, double GradNorm, long Tokens, double TokensPerSecond, double? EvalLoss, double ElapsedSeconds);
 
 /// <summary>Raised when the loss stops being finite; the message names the step and the last good checkpoint.</summary>
 public sealed class TrainingDivergedException(string message) : Exception(message);

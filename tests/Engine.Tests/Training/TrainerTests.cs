@@ -3,6 +3,7 @@ using Engine.Autograd;
 using Engine.Model;
 using Engine.Tests.Support;
 using Engine.Training;
+using Engine.Training.Data;
 using Engine.Training.Optimization;
 
 namespace Engine.Tests.Training;
@@ -105,8 +106,8 @@ public class TrainerTests
     public void AccumulatingTwoHalvesEqualsOneFullBatch()
     {
         var halves = ListBatchSource.Random(2, 2, 8, Config.VocabSize, seed: 4);
-        var whole = new TokenBatch([.. halves[0].InputIds, .. halves[1].InputIds], [.. halves[0].Targets, .. halves[1].Targets], 4, 8);
-        float[] Gradient(IEnumerable<TokenBatch> micro, int accumulation)
+        var whole = new Batch([.. halves[0].InputIds, .. halves[1].InputIds], [.. halves[0].Labels, .. halves[1].Labels], [.. halves[0].Targets, .. halves[1].Targets], 4, 8, Epoch: 0);
+        float[] Gradient(IEnumerable<Batch> micro, int accumulation)
         {
             using var model = LlamaModel.CreateRandom(Config, seed: 8);
             var options = new TrainingOptions { MaxSteps = 1, GradientAccumulation = accumulation, LearningRate = 1e-2, Schedule = ScheduleKind.Constant, MaxGradNorm = 0 };
@@ -117,7 +118,7 @@ public class TrainerTests
             return before.Zip(model.Parameters[1].Data.ToArray<float>(), (b, a) => b - a).ToArray();
         }
         // Equal token counts per half, so the mean of the halves' mean losses is the full batch's mean loss.
-        Assert.Equal(halves[0].CountedTokens, halves[1].CountedTokens);
+        Assert.Equal(halves[0].TargetCount, halves[1].TargetCount);
         var accumulated = Gradient(halves, 2);
         var single = Gradient([whole], 1);
         Assertions.Close(single.Select(v => (double)v).ToArray(), accumulated.Select(v => (double)v).ToArray(), 1e-3, "update with accumulation vs one batch");
