@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Engine.Autograd;
 using Engine.Model;
 using Engine.Training.Data;
+using Engine.Training.Evaluation;
 using Engine.Training.Optimization;
 
 namespace Engine.Training;
@@ -84,7 +85,7 @@ public sealed class Trainer : IDisposable
             StepCompleted?.Invoke(metrics);
             if (Options.CheckpointEvery > 0 && (metrics.Step % Options.CheckpointEvery == 0 || metrics.Step == Options.MaxSteps))
             {
-                TrainingCheckpoint.Save(CheckpointDirectory!, method.StateParameters, optimizer, new TrainingCheckpoint.State(metrics.Step, trainBatches.SaveState(), method.Name, Options.Seed));
+                SaveCheckpoint();
             }
         }
         return history;
@@ -145,23 +146,16 @@ public sealed class Trainer : IDisposable
          Tensor.FromArray<int>(batch.Targets, [batch.BatchSize, batch.SequenceLength], model.Device));
 
     /// <summary>Mean loss over every counted token of the batches (no gradients).</summary>
-    public double Evaluate(IReadOnlyList<Batch> batches)
+    public double Evaluate(IReadOnlyList<Batch> batches) => TokenLoss.Evaluate(model, batches).Loss;
+
+    /// <summary>Writes a resumable checkpoint of the current state (also done on the CheckpointEvery schedule); needs an output directory.</summary>
+    public void SaveCheckpoint()
     {
-        using var noGrad = GradMode.NoGrad();
-        double weighted = 0;
-        long counted = 0;
-        foreach (var batch in batches)
+        if (CheckpointDirectory is not { } directory)
         {
-            using var scope = new TensorScope();
-            var (inputIds, targets) = ToTensors(batch);
-            int count = batch.TargetCount;
-            if (count > 0)
-            {
-                weighted += model.Loss(inputIds, targets).Data.Item() * count;
-                counted += count;
-            }
+            throw new InvalidOperationException("checkpoints need TrainingOptions.OutputDirectory");
         }
-        return counted == 0 ? double.NaN : weighted / counted;
+        TrainingCheckpoint.Save(directory, method.StateParameters, optimizer, new TrainingCheckpoint.State(CompletedSteps, trainBatches.SaveState(), method.Name, Options.Seed));
     }
 
     public void Dispose() => optimizer.Dispose();

@@ -184,7 +184,7 @@ public sealed class DemoRunner(DemoOptions options)
         {
             BatchSize = options.BatchSize, SequenceLength = options.SequenceLength, Mode = BatchingMode.Padding, PadId = tokenizer.PadId ?? 0, Seed = options.Seed,
         };
-        var evalBatches = EvaluationBatches(eval, batcherOptions);
+        var evalBatches = DatasetBatches.EvaluationBatches(eval, options.BatchSize, tokenizer.PadId ?? 0);
         using var model = LlamaModel.Load(BaseModelDirectory);
         var trainingMethod = method.Create();
         CpuBackend.Instance.ResetPeakMemory();
@@ -214,18 +214,6 @@ public sealed class DemoRunner(DemoOptions options)
             Message?.Invoke($"  miss: \"{item.Prompt}\" expected \"{item.Response}\", got \"{generated}\"");
         }
         return row;
-    }
-
-    /// <summary>Every evaluation example once, in order, padded per batch.</summary>
-    private static List<Batch> EvaluationBatches(IReadOnlyList<TrainingExample> examples, BatcherOptions options)
-    {
-        var batcher = new Batcher(examples, options with { Shuffle = false });
-        var batches = new List<Batch>();
-        for (int i = 0; i < batcher.BatchesPerEpoch; i++)
-        {
-            batches.Add(batcher.Next());
-        }
-        return batches;
     }
 
     private static string Slug(string name) => string.Concat(name.Select(c => char.IsLetterOrDigit(c) ? char.ToLowerInvariant(c) : '-'));

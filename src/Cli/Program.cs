@@ -1,0 +1,1 @@
+return Engine.Cli.EngineCli.Run(args, Console.Out, Console.Error);
