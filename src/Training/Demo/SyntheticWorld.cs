@@ -250,7 +250,7 @@ public sealed class SyntheticWorld
 public sealed record WorldOptions
 {
     /// <summary>Entities in the pretraining corpus.</summary>
-    public int KnownEntityCount { get; init; } = 200;
+    public int KnownEntityCount { get; init; } = 100;
 
     /// <summary>Entities taught by fine-tuning; raise it for a knowledge-intensive task (each brings one fact per attribute).</summary>
     public int NewEntityCount { get; init; } = 40;
