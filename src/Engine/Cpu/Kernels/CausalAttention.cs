@@ -2,34 +2,42 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Cpu.Kernels;
 
 /// <summary>
 /// Fused causal scaled-dot-product attention on the CPU, FlashAttention-2 style:
 /// the queryLen×keyLen score matrix is never materialised; each worker holds at most one
-/// query-block × key-block tile of scores (plus one of probability gradients in backward).
+/// query-block × key-block tile of scores (plus one of score gradients in backward).
 /// </summary>
 /// <remarks>
 /// Layouts (all contiguous, row-major): q, o, dOut, dq: [batch, qHeads, queryLen, headDim];
 /// k, v, dk, dv: [batch, kvHeads, keyLen, headDim]; logSumExp: [batch, qHeads, queryLen].
 /// Query head h reads kv head h / (qHeads / kvHeads) (grouped-query attention).
-/// Query row i sits at absolute position i + (keyLen - queryLen) and attends keys 0..that position.
+/// Query row i sits at absolute position i + (keyLen − queryLen) and attends keys 0..that position.
 /// T must be float or double (the vector paths are specialised for those two).
 ///
 /// All matrix products go through one register-tiled micro-kernel, <see cref="Gemm{T}"/>:
-/// C[m×n] (+)= Σ_p A[i, p] · B[p, j], with A read by broadcast through arbitrary row/column
-/// strides (so Aᵀ costs nothing) and B, C rows read as whole vectors. The key block is exactly
-/// four vectors wide, so a score tile row is one 4-vector register row of the micro-kernel.
-/// B and C operands must have rows padded to the vector width; when headDim is not a multiple
-/// of it, rows are copied into zero-padded scratch (the common 32/64/128 case reads in place).
+/// C[m×n] (+)= Σ_p A[i, p] · B[p, j] with a 4-row × 4-vector accumulator tile, A read by broadcast
+/// through arbitrary row/column strides (so Aᵀ costs nothing) and B, C rows read as whole vectors.
+/// B and C rows must be padded to the vector width; when headDim is not a multiple of it, rows are
+/// copied into zero-padded scratch (the common 32/64/128 case reads q/k/v/dO in place).
+/// Forward computes Sᵀ (keys × queries, queries in the vector lanes) so the online-softmax statistics are
+/// lane-wise; backward computes S (queries × keys) against Kᵀ/Vᵀ transposed once per key block.
+/// Softmax runs in base 2 (log₂e folded into the score scale) with a short polynomial 2^x for float.
+/// Tiles straddling the causal diagonal only compute, per band of rows, up to the last visible key.
+/// Hot methods use AggressiveOptimization: tier-0 code of these vector loops is ~30× slower, and the
+/// first training steps would otherwise run it.
 ///
-/// Parallelism: forward splits over (batch, qHead, query block) work items, heaviest first,
-/// handed out dynamically. Backward splits over (batch, kvHead) pairs; a worker owns the dk/dv
-/// rows of its pair and the dq rows of the pair's query heads, so no atomics are needed. When
-/// the pairs cannot keep all threads evenly busy, each pair's key blocks are further cut into
-/// cost-balanced ranges; each range accumulates dq into its own partial buffer and a second
-/// parallel pass sums the partials into dq.
+/// Parallelism: forward splits over (batch, qHead, query block) work items handed out dynamically; with
+/// queryLen ≤ 8 (decoding) over (batch, kvHead, chunk of that kv head's query heads), the chunk's rows
+/// sharing each K/V read.
+/// Backward splits over (batch, kvHead) pairs; a worker owns the dk/dv rows of its pair and the dq
+/// rows of the pair's query heads, so no atomics are needed. When whole pairs cannot keep all threads
+/// evenly busy (fewer pairs than threads, or an uneven remainder), each pair's key blocks are cut into
+/// cost-balanced ranges; each range accumulates dq into its own partial buffer and a second parallel
+/// pass sums the partials into dq.
 /// </remarks>
 public static unsafe class CausalAttention
 {
@@ -37,9 +45,13 @@ public static unsafe class CausalAttention
     /// lane width, 4 vectors (64 float / 32 double queries).</summary>
     private const int ForwardKeyBlock = 64;
 
-    /// <summary>Query rows per backward tile (the key block is 4 vectors); smaller than forward because
-    /// backward keeps two score-sized tiles (P and dS) plus dK/dV accumulators live.</summary>
-    private const int BackwardQueryBlock = 32;
+    /// <summary>Query rows per backward tile (the key block is 4 vectors). 64 beat 32 and matched 48 at
+    /// headDim 64: the dV/dK products then sum over 64 rows per accumulator load/store.</summary>
+    private const int BackwardQueryBlock = 64;
+
+    /// <summary>Forward query blocks with at most this many rows (decoding) take <see cref="ForwardFewRows{T}"/>:
+    /// in the Sᵀ layout nearly all query lanes would be padding.</summary>
+    private const int FewRowsLimit = 8;
 
     /// <summary>Register tile of the micro-kernel: rows × vectors.</summary>
     private const int TileRows = 4;
@@ -59,12 +71,43 @@ public static unsafe class CausalAttention
 
         var p = new Problem<T>(q, k, v, o, logSumExp, null, null, null, null,
             batch, qHeads, kvHeads, queryLen, keyLen, headDim, scale, forward: true);
-        int queryBlocks = (queryLen + p.QueryBlock - 1) / p.QueryBlock;
-        int items = queryBlocks * batch * qHeads;
-        int workers = Workers(threads, items);
+        int threadCount = threads <= 0 ? Environment.ProcessorCount : threads;
         var counter = new WorkCounter();
 
-        RunWorkers(workers, _ =>
+        if (queryLen <= FewRowsLimit)
+        {
+            // Decoding: the query heads sharing a kv head are packed as rows of one item (their rows are
+            // contiguous in q/o/logSumExp), so each K/V row is read once per group instead of once per head.
+            int headsPerItem = Math.Clamp(p.QueryBlock / queryLen, 1, p.Group);
+            while (headsPerItem > 1 && batch * kvHeads * ((p.Group + headsPerItem - 1) / headsPerItem) < threadCount)
+                headsPerItem = (headsPerItem + 1) / 2;
+            int chunksPerGroup = (p.Group + headsPerItem - 1) / headsPerItem;
+            int decodeItems = batch * kvHeads * chunksPerGroup;
+            RunWorkers(Workers(threadCount, decodeItems), _ =>
+            {
+                var scratch = new ForwardScratch<T>(p);
+                try
+                {
+                    int item;
+                    while ((item = counter.Take()) < decodeItems)
+                    {
+                        int pair = item / chunksPerGroup, chunk = item % chunksPerGroup;
+                        int b = pair / kvHeads, kvHead = pair % kvHeads;
+                        int firstHead = kvHead * p.Group + chunk * headsPerItem;
+                        int heads = Math.Min(headsPerItem, p.Group - chunk * headsPerItem);
+                        nint kvOffset = ((nint)b * kvHeads + kvHead) * keyLen * headDim;
+                        ForwardFewRows(p, scratch, ((nint)b * qHeads + firstHead) * queryLen, heads * queryLen, 0,
+                            p.K + kvOffset, p.V + kvOffset);
+                    }
+                }
+                finally { scratch.Free(); }
+            });
+            return;
+        }
+
+        int queryBlocks = (queryLen + p.QueryBlock - 1) / p.QueryBlock;
+        int items = queryBlocks * batch * qHeads;
+        RunWorkers(Workers(threadCount, items), _ =>
         {
             var scratch = new ForwardScratch<T>(p);
             try
@@ -138,10 +181,10 @@ public static unsafe class CausalAttention
     private static void ForwardItem<T>(in Problem<T> p, ForwardScratch<T> s, int item, int queryBlocks)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        // Heaviest (latest) query blocks first so the dynamic queue ends with cheap items.
-        int headCount = p.Batch * p.QHeads;
-        int batchHead = item % headCount;
-        int queryBlock = queryBlocks - 1 - item / headCount;
+        // Head-major so consecutive items reuse the same K/V rows from cache; within a head the heaviest
+        // (latest) query blocks come first, so the dynamic queue ends with cheap items.
+        int batchHead = item / queryBlocks;
+        int queryBlock = queryBlocks - 1 - item % queryBlocks;
         int b = batchHead / p.QHeads, h = batchHead % p.QHeads;
         int kvHead = h / p.Group;
 
@@ -153,10 +196,19 @@ public static unsafe class CausalAttention
         T* vHead = p.V + ((nint)b * p.KvHeads + kvHead) * p.KeyLen * D;
         int keysVisible = row0 + rows + p.Offset; // last row's position + 1
 
-        // Scores are computed transposed, Sᵀ = K·(scale·Qᵀ): keys are rows and the block's queries are the
-        // vector lanes. Only this block's Q is transposed (once), not every K tile, and the per-query softmax
-        // statistics become plain lane-wise vector ops. Columns past `rows` are zero queries and are ignored.
-        TransposeRows(p.Q + qRowIndex * D, rows, D, s.QueriesT, Br, p.Scale);
+        if (rows <= FewRowsLimit)
+        {
+            ForwardFewRows(p, s, qRowIndex, rows, row0, kHead, vHead);
+            return;
+        }
+
+        // Scores are computed transposed, Sᵀ = K·(scale·log₂e·Qᵀ): keys are rows and the block's queries are the
+        // vector lanes, so only this block's Q is transposed (once) rather than every K tile, and the per-query
+        // softmax statistics are lane-wise vector ops. Scores are in base-2 units so the softmax can use 2^x.
+        // Lanes past `rows` hold zero queries and are never read back.
+        int W = VectorWidth<T>();
+        int lanes = (rows + W - 1) / W * W; // query lanes actually processed (≤ Br)
+        TransposeRows(p.Q + qRowIndex * D, rows, D, s.QueriesT, Br, p.Scale * Log2E<T>());
 
         T* runningMax = s.RunningMax, runningSum = s.RunningSum, correction = s.Correction;
         T* acc = s.OutAccumulator, probsT = s.ScoresT;
@@ -167,27 +219,119 @@ public static unsafe class CausalAttention
         for (int key0 = 0; key0 < keysVisible; key0 += Bc)
         {
             int keys = Math.Min(Bc, keysVisible - key0);
-            Gemm(kHead + (nint)key0 * D, D, 1, s.QueriesT, Br, probsT, Br, keys, Br, D, accumulate: false);
-            MaskTransposedAboveDiagonal(probsT, Br, keys, key0 - row0 - p.Offset);
+            T* kRows = kHead + (nint)key0 * D;
+            int bias = key0 - row0 - p.Offset;    // key row j hides query columns i < j + bias
+            bool fullTile = keys - 1 + bias <= 0; // the last key is visible to the first query
+            if (fullTile)
+            {
+                Gemm(kRows, D, 1, s.QueriesT, Br, probsT, Br, keys, lanes, D, accumulate: false);
+            }
+            else
+            {
+                // Diagonal tile: per band of W keys, skip the query vectors that every key in the band hides
+                // (the mask below sets them to −inf).
+                for (int j = 0; j < keys; j += W)
+                {
+                    int skip = Math.Clamp((j + bias) / W, 0, TileVectors) * W;
+                    if (skip < lanes)
+                        Gemm(kRows + (nint)j * D, D, 1, s.QueriesT + skip, Br, probsT + (nint)j * Br + skip, Br,
+                            Math.Min(W, keys - j), lanes - skip, D, accumulate: false);
+                }
+            }
+            if (!fullTile) MaskTransposedAboveDiagonal(probsT, Br, keys, bias);
 
-            // Online softmax: Sᵀ becomes Pᵀ = exp(s − running max); past sums/outputs are rescaled when the max grows.
-            OnlineSoftmaxColumns(probsT, Br, keys, runningMax, runningSum, correction);
+            // Online softmax: Sᵀ becomes Pᵀ = 2^(s − running max); past sums/outputs are rescaled when the max grows.
+            OnlineSoftmaxColumns(probsT, Br, lanes, keys, runningMax, runningSum, correction);
             for (int r = 0; r < rows; r++)
                 if (correction[r] != T.One) ScaleRow(acc + r * Dp, Dp, correction[r]);
 
             // O += P·V, reading P through Pᵀ's strides.
             T* vRows = p.DimIsPadded ? vHead + (nint)key0 * D : CopyRowsPadded(vHead + (nint)key0 * D, keys, D, Dp, s.ValuesPadded);
-            Gemm(probsT, 1, Br, vRows, Dp, acc, Dp, rows, Dp, keys, accumulate: true);
+            if (fullTile)
+            {
+                Gemm(probsT, 1, Br, vRows, Dp, acc, Dp, rows, Dp, keys, accumulate: true);
+            }
+            else
+            {
+                // Queries i..i+3 see keys j < i + 4 − bias only; their P is zero past that, so stop the sum there.
+                for (int i = 0; i < rows; i += TileRows)
+                {
+                    int bandRows = Math.Min(TileRows, rows - i);
+                    int visibleKeys = Math.Min(keys, i + bandRows - bias);
+                    if (visibleKeys > 0)
+                        Gemm(probsT + i, 1, Br, vRows, Dp, acc + (nint)i * Dp, Dp, bandRows, Dp, visibleKeys, accumulate: true);
+                }
+            }
         }
 
         T* oRows = p.O + qRowIndex * D;
-        T* lseRows = p.LogSumExp + qRowIndex;
+        for (int r = 0; r < rows; r++)
+            ScaleRowInto(acc + r * Dp, oRows + (nint)r * D, D, T.One / runningSum[r]);
+        LogSumExpFromRunning(runningMax, runningSum, lanes, correction);
+        new ReadOnlySpan<T>(correction, rows).CopyTo(new Span<T>(p.LogSumExp + qRowIndex, rows));
+    }
+
+    /// <summary>
+    /// Forward for up to one query block of rows when there are few queries per head (KV-cache decoding, or the
+    /// short last block of a sequence): scores in row layout S[r, j] with keys in the vector lanes, from dot
+    /// products, and a per-row online softmax; then O += P·V as in the main path. The rows are consecutive
+    /// q/o/logSumExp rows starting at qRowIndex, which is row <paramref name="rowInHead"/> of its head; they may
+    /// run on into the following heads (which must share the same kv head), row r sitting at position
+    /// offset + (rowInHead + r) mod queryLen.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardFewRows<T>(in Problem<T> p, ForwardScratch<T> s, nint qRowIndex, int rows, int rowInHead,
+        T* kHead, T* vHead)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int D = p.HeadDim, Dp = p.PaddedDim, Bc = p.KeyBlock;
+        T* qRows = p.Q + qRowIndex * D;
+        T* scores = s.ScoresT; // rows × Bc here
+        T* runningMax = s.RunningMax, runningSum = s.RunningSum, acc = s.OutAccumulator;
+        T scoreScale = p.Scale * Log2E<T>();
+        new Span<T>(runningMax, rows).Fill(T.NegativeInfinity);
+        new Span<T>(runningSum, rows).Clear();
+        new Span<T>(acc, rows * Dp).Clear();
+
+        int keysVisible = p.Offset + Math.Min(p.QueryLen, rowInHead + rows); // furthest position + 1
+        for (int key0 = 0; key0 < keysVisible; key0 += Bc)
+        {
+            int keys = Math.Min(Bc, keysVisible - key0);
+            T* kRows = kHead + (nint)key0 * D;
+            for (int r = 0; r < rows; r++)
+            {
+                T* row = scores + r * Bc;
+                int position = p.Offset + (rowInHead + r) % p.QueryLen;
+                int visible = Math.Min(keys, position + 1 - key0);
+                if (visible <= 0)
+                {
+                    new Span<T>(row, keys).Clear(); // P = 0: this row sees none of these keys
+                    continue;
+                }
+                T tileMax = T.NegativeInfinity;
+                for (int j = 0; j < visible; j++)
+                {
+                    row[j] = scoreScale * Dot(qRows + (nint)r * D, kRows + (nint)j * D, D);
+                    tileMax = T.Max(tileMax, row[j]);
+                }
+                T newMax = T.Max(runningMax[r], tileMax);
+                T correction = T.Exp2(runningMax[r] - newMax);
+                runningSum[r] = runningSum[r] * correction + Exp2RowInPlace(row, visible, newMax);
+                runningMax[r] = newMax;
+                new Span<T>(row + visible, keys - visible).Clear();
+                if (correction != T.One) ScaleRow(acc + r * Dp, Dp, correction);
+            }
+
+            T* vRows = p.DimIsPadded ? vHead + (nint)key0 * D : CopyRowsPadded(vHead + (nint)key0 * D, keys, D, Dp, s.ValuesPadded);
+            Gemm(scores, Bc, 1, vRows, Dp, acc, Dp, rows, Dp, keys, accumulate: true);
+        }
+
+        T* oRows = p.O + qRowIndex * D;
+        T* lse = p.LogSumExp + qRowIndex;
         for (int r = 0; r < rows; r++)
         {
-            T inverseSum = T.One / runningSum[r];
-            T* src = acc + r * Dp, dst = oRows + (nint)r * D;
-            for (int d = 0; d < D; d++) dst[d] = src[d] * inverseSum;
-            lseRows[r] = runningMax[r] + T.Log(runningSum[r]);
+            ScaleRowInto(acc + r * Dp, oRows + (nint)r * D, D, T.One / runningSum[r]);
+            lse[r] = (runningMax[r] + FloatLog2(runningSum[r])) * Ln2<T>();
         }
     }
 
@@ -199,7 +343,7 @@ public static unsafe class CausalAttention
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         int b = pair / p.KvHeads, kvHead = pair % p.KvHeads;
-        int D = p.HeadDim, Dp = p.PaddedDim, Bc = p.KeyBlock, Br = p.QueryBlock;
+        int D = p.HeadDim, Dp = p.PaddedDim, Bc = p.KeyBlock, Br = p.QueryBlock, W = VectorWidth<T>();
         int Tq = p.QueryLen, group = p.Group;
         int firstHead = kvHead * group;
         nint kvOffset = ((nint)b * p.KvHeads + kvHead) * p.KeyLen * D;
@@ -240,20 +384,62 @@ public static unsafe class CausalAttention
                     T* lse = p.LogSumExp + rowBase + row0;
                     T* delta = s.Delta + hh * Tq + row0;
 
-                    // Recompute P = exp(scale·q·kᵀ - lse) and dP = dO·vᵀ for the tile.
-                    Gemm(qRows, D, 1, s.KeysT, Bc, probs, Bc, rows, Bc, D, accumulate: false);
-                    Gemm(dOutRows, D, 1, s.ValuesT, Bc, dScores, Bc, rows, Bc, D, accumulate: false);
-                    MaskAboveDiagonal(probs, Bc, rows, row0 + p.Offset - key0);
+                    T* dqRows = dqAccumulator + ((nint)hh * Tq + row0) * Dp;
+                    int limitBias = row0 + p.Offset - key0; // tile row r sees tile keys j <= r + limitBias
+                    bool fullTile = limitBias >= keys - 1;  // the first row already sees every key
+
+                    // Recompute S = q·kᵀ and dP = dO·vᵀ. On a diagonal tile, per band of 4 rows only up to the
+                    // vector holding the band's last visible key; SoftmaxGradRow zeroes everything past a row's limit.
+                    if (fullTile)
+                    {
+                        Gemm(qRows, D, 1, s.KeysT, Bc, probs, Bc, rows, Bc, D, accumulate: false);
+                        Gemm(dOutRows, D, 1, s.ValuesT, Bc, dScores, Bc, rows, Bc, D, accumulate: false);
+                    }
+                    else
+                    {
+                        for (int r = 0; r < rows; r += TileRows)
+                        {
+                            int bandRows = Math.Min(TileRows, rows - r);
+                            int columns = Math.Clamp(r + bandRows + limitBias, 0, keys);
+                            if (columns == 0) continue;
+                            columns = (columns + W - 1) / W * W;
+                            Gemm(qRows + (nint)r * D, D, 1, s.KeysT, Bc, probs + r * Bc, Bc, bandRows, columns, D, accumulate: false);
+                            Gemm(dOutRows + (nint)r * D, D, 1, s.ValuesT, Bc, dScores + r * Bc, Bc, bandRows, columns, D, accumulate: false);
+                        }
+                    }
                     for (int r = 0; r < rows; r++)
-                        SoftmaxGradRow(probs + r * Bc, dScores + r * Bc, Bc, scale, lse[r], delta[r]);
+                        SoftmaxGradRow(probs + r * Bc, dScores + r * Bc, Bc, Math.Clamp(r + limitBias + 1, 0, keys), scale, lse[r], delta[r]);
 
                     // dS now holds scale·P∘(dP − Delta), so the scale is already folded into dQ and dK.
                     T* qB = p.DimIsPadded ? qRows : CopyRowsPadded(qRows, rows, D, Dp, s.QueriesPadded);
                     T* dOutB = p.DimIsPadded ? dOutRows : CopyRowsPadded(dOutRows, rows, D, Dp, s.DOutPadded);
-                    Gemm(probs, 1, Bc, dOutB, Dp, dVAcc, Dp, keys, Dp, rows, accumulate: true);   // dV += Pᵀ·dO
-                    Gemm(dScores, 1, Bc, qB, Dp, dKAcc, Dp, keys, Dp, rows, accumulate: true);    // dK += dSᵀ·Q
-                    Gemm(dScores, Bc, 1, kRows, Dp, dqAccumulator + ((nint)hh * Tq + row0) * Dp, Dp,
-                        rows, Dp, keys, accumulate: true);                                        // dQ += dS·K
+                    if (fullTile)
+                    {
+                        Gemm(probs, 1, Bc, dOutB, Dp, dVAcc, Dp, keys, Dp, rows, accumulate: true);   // dV += Pᵀ·dO
+                        Gemm(dScores, 1, Bc, qB, Dp, dKAcc, Dp, keys, Dp, rows, accumulate: true);    // dK += dSᵀ·Q
+                        Gemm(dScores, Bc, 1, kRows, Dp, dqRows, Dp, rows, Dp, keys, accumulate: true); // dQ += dS·K
+                    }
+                    else
+                    {
+                        // Same products, each band summing only over the rows/keys where P and dS can be non-zero.
+                        for (int j = 0; j < keys; j += TileRows)
+                        {
+                            int firstSeeingRow = Math.Max(0, j - limitBias);
+                            if (firstSeeingRow >= rows) break;
+                            int bandKeys = Math.Min(TileRows, keys - j), seeingRows = rows - firstSeeingRow;
+                            Gemm(probs + firstSeeingRow * Bc + j, 1, Bc, dOutB + (nint)firstSeeingRow * Dp, Dp,
+                                dVAcc + (nint)j * Dp, Dp, bandKeys, Dp, seeingRows, accumulate: true);
+                            Gemm(dScores + firstSeeingRow * Bc + j, 1, Bc, qB + (nint)firstSeeingRow * Dp, Dp,
+                                dKAcc + (nint)j * Dp, Dp, bandKeys, Dp, seeingRows, accumulate: true);
+                        }
+                        for (int r = 0; r < rows; r += TileRows)
+                        {
+                            int bandRows = Math.Min(TileRows, rows - r);
+                            int visibleKeys = Math.Clamp(r + bandRows + limitBias, 0, keys);
+                            if (visibleKeys > 0)
+                                Gemm(dScores + r * Bc, Bc, 1, kRows, Dp, dqRows + (nint)r * Dp, Dp, bandRows, Dp, visibleKeys, accumulate: true);
+                        }
+                    }
                 }
             }
 
@@ -325,20 +511,42 @@ public static unsafe class CausalAttention
 
     // ------------------------------------------------------------------ row operations
 
-    /// <summary>Sets score[r, j] = -inf for keys past row r's causal limit; limitBias = row0 + offset - key0.</summary>
+    /// <summary>row[j] = 2^(row[j] − shift) for j &lt; n; returns the sum.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void MaskAboveDiagonal<T>(T* scores, int ld, int rows, int limitBias)
-        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    private static T Exp2RowInPlace<T>(T* row, int n, T shift) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        // Row r may see tile columns 0..r+limitBias inclusive. Also covers padding columns past the last key,
-        // because the last tile is cut at the last row's limit.
-        for (int r = 0; r < rows; r++)
+        T sum = T.Zero;
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
         {
-            int visible = r + limitBias + 1;
-            if (visible >= ld) break; // later rows see even more
-            T* row = scores + r * ld;
-            for (int j = Math.Max(visible, 0); j < ld; j++) row[j] = T.NegativeInfinity;
+            var vShift = Vector512.Create(shift);
+            var vSum = Vector512<T>.Zero;
+            for (; j + Vector512<T>.Count <= n; j += Vector512<T>.Count)
+            {
+                var e = Exp2(Vector512.Load(row + j) - vShift);
+                e.Store(row + j);
+                vSum += e;
+            }
+            sum = Vector512.Sum(vSum);
         }
+        else
+        {
+            var vShift = new Vector<T>(shift);
+            var vSum = Vector<T>.Zero;
+            for (; j + Vector<T>.Count <= n; j += Vector<T>.Count)
+            {
+                var e = Exp2(Vector.Load(row + j) - vShift);
+                e.Store(row + j);
+                vSum += e;
+            }
+            sum = Vector.Sum(vSum);
+        }
+        for (; j < n; j++)
+        {
+            row[j] = T.Exp2(row[j] - shift);
+            sum += row[j];
+        }
+        return sum;
     }
 
     /// <summary>
@@ -358,87 +566,185 @@ public static unsafe class CausalAttention
     }
 
     /// <summary>
-    /// One online-softmax step over a transposed score tile (rows = keys, columns = queries, ld a multiple of
-    /// the vector width): per column, newMax = max(runningMax, max_j s), s ← exp(s − newMax) in place,
-    /// correction = exp(runningMax − newMax), runningSum = runningSum·correction + Σ_j exp(...).
+    /// One online-softmax step over a transposed score tile (rows = keys, columns = queries; the first
+    /// <paramref name="lanes"/> columns, a multiple of the vector width), scores in base-2 units. Per column:
+    /// newMax = max(runningMax, max_j s), s ← 2^(s − newMax) in place, correction = 2^(runningMax − newMax),
+    /// runningSum = runningSum·correction + Σ_j 2^(s − newMax).
     /// Every column has a finite max after the first tile (key 0 is visible to every query), so no −inf − −inf.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void OnlineSoftmaxColumns<T>(T* scoresT, int ld, int keys, T* runningMax, T* runningSum, T* correction)
+    private static void OnlineSoftmaxColumns<T>(T* scoresT, int ld, int lanes, int keys, T* runningMax, T* runningSum, T* correction)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
+        if (Vector512.IsHardwareAccelerated && lanes == TileVectors * Vector512<T>.Count)
+        {
+            // All four lane-vectors of a key row at once: four independent max/sum chains instead of one.
+            nint w = Vector512<T>.Count;
+            var max0 = Vector512.Create(T.NegativeInfinity);
+            var max1 = max0; var max2 = max0; var max3 = max0;
+            for (int j = 0; j < keys; j++)
+            {
+                T* row = scoresT + (nint)j * ld;
+                max0 = Vector512.Max(max0, Vector512.Load(row));
+                max1 = Vector512.Max(max1, Vector512.Load(row + w));
+                max2 = Vector512.Max(max2, Vector512.Load(row + 2 * w));
+                max3 = Vector512.Max(max3, Vector512.Load(row + 3 * w));
+            }
+            var old0 = Vector512.Load(runningMax); var old1 = Vector512.Load(runningMax + w);
+            var old2 = Vector512.Load(runningMax + 2 * w); var old3 = Vector512.Load(runningMax + 3 * w);
+            max0 = Vector512.Max(max0, old0); max1 = Vector512.Max(max1, old1);
+            max2 = Vector512.Max(max2, old2); max3 = Vector512.Max(max3, old3);
+
+            var sum0 = Vector512<T>.Zero; var sum1 = sum0; var sum2 = sum0; var sum3 = sum0;
+            for (int j = 0; j < keys; j++)
+            {
+                T* row = scoresT + (nint)j * ld;
+                var e0 = Exp2(Vector512.Load(row) - max0); e0.Store(row); sum0 += e0;
+                var e1 = Exp2(Vector512.Load(row + w) - max1); e1.Store(row + w); sum1 += e1;
+                var e2 = Exp2(Vector512.Load(row + 2 * w) - max2); e2.Store(row + 2 * w); sum2 += e2;
+                var e3 = Exp2(Vector512.Load(row + 3 * w) - max3); e3.Store(row + 3 * w); sum3 += e3;
+            }
+
+            var f0 = Exp2(old0 - max0); var f1 = Exp2(old1 - max1); var f2 = Exp2(old2 - max2); var f3 = Exp2(old3 - max3);
+            max0.Store(runningMax); max1.Store(runningMax + w); max2.Store(runningMax + 2 * w); max3.Store(runningMax + 3 * w);
+            f0.Store(correction); f1.Store(correction + w); f2.Store(correction + 2 * w); f3.Store(correction + 3 * w);
+            Fma(Vector512.Load(runningSum), f0, sum0).Store(runningSum);
+            Fma(Vector512.Load(runningSum + w), f1, sum1).Store(runningSum + w);
+            Fma(Vector512.Load(runningSum + 2 * w), f2, sum2).Store(runningSum + 2 * w);
+            Fma(Vector512.Load(runningSum + 3 * w), f3, sum3).Store(runningSum + 3 * w);
+            return;
+        }
+
         if (Vector512.IsHardwareAccelerated)
         {
-            for (int c = 0; c < ld; c += Vector512<T>.Count)
+            // Fewer lane-vectors (a short last query block): one vector of columns at a time.
+            for (int c = 0; c < lanes; c += Vector512<T>.Count)
             {
                 T* column = scoresT + c;
-                var tileMax = Vector512.Create(T.NegativeInfinity);
-                for (int j = 0; j < keys; j++) tileMax = Vector512.Max(tileMax, Vector512.Load(column + (nint)j * ld));
-                var oldMax = Vector512.Load(runningMax + c);
-                var newMax = Vector512.Max(oldMax, tileMax);
+                var max = Vector512.Load(runningMax + c);
+                for (int j = 0; j < keys; j++) max = Vector512.Max(max, Vector512.Load(column + (nint)j * ld));
                 var sum = Vector512<T>.Zero;
                 for (int j = 0; j < keys; j++)
                 {
-                    var e = Exp(Vector512.Load(column + (nint)j * ld) - newMax);
+                    var e = Exp2(Vector512.Load(column + (nint)j * ld) - max);
                     e.Store(column + (nint)j * ld);
                     sum += e;
                 }
-                var factor = Exp(oldMax - newMax);
-                newMax.Store(runningMax + c);
+                var factor = Exp2(Vector512.Load(runningMax + c) - max);
+                max.Store(runningMax + c);
                 factor.Store(correction + c);
                 Fma(Vector512.Load(runningSum + c), factor, sum).Store(runningSum + c);
             }
             return;
         }
 
-        for (int c = 0; c < ld; c++)
+        // Without 512-bit vectors the lanes are Vector<T>-sized (see VectorWidth), so this covers them all.
+        for (int c = 0; c < lanes; c += Vector<T>.Count)
         {
-            T tileMax = T.NegativeInfinity;
-            for (int j = 0; j < keys; j++) tileMax = T.Max(tileMax, scoresT[(nint)j * ld + c]);
-            T newMax = T.Max(runningMax[c], tileMax);
-            T sum = T.Zero;
+            T* column = scoresT + c;
+            var max = Vector.Load(runningMax + c);
+            for (int j = 0; j < keys; j++) max = Vector.Max(max, Vector.Load(column + (nint)j * ld));
+            var sum = Vector<T>.Zero;
             for (int j = 0; j < keys; j++)
             {
-                T e = T.Exp(scoresT[(nint)j * ld + c] - newMax);
-                scoresT[(nint)j * ld + c] = e;
+                var e = Exp2(Vector.Load(column + (nint)j * ld) - max);
+                e.Store(column + (nint)j * ld);
                 sum += e;
             }
-            correction[c] = T.Exp(runningMax[c] - newMax);
-            runningSum[c] = runningSum[c] * correction[c] + sum;
-            runningMax[c] = newMax;
+            var factor = Exp2(Vector.Load(runningMax + c) - max);
+            max.Store(runningMax + c);
+            factor.Store(correction + c);
+            (Vector.Load(runningSum + c) * factor + sum).Store(runningSum + c);
         }
     }
 
     /// <summary>
-    /// Backward per-row: P = exp(scale·s − lse) (masked → 0) in <paramref name="scoreRow"/>,
-    /// dS = scale·P∘(dP − delta) in <paramref name="dRow"/> (which holds dP on entry).
+    /// Backward per-row: P = exp(scale·s − lse) = 2^(s·scale·log₂e − lse·log₂e) in <paramref name="scoreRow"/>
+    /// and dS = scale·P∘(dP − delta) in <paramref name="dRow"/> (which holds dP on entry) for the first
+    /// <paramref name="visible"/> entries; both are set to 0 for the rest of the n entries, whose inputs may be
+    /// stale (not computed for a diagonal tile).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxGradRow<T>(T* scoreRow, T* dRow, int n, T scale, T lse, T delta)
+    private static void SoftmaxGradRow<T>(T* scoreRow, T* dRow, int n, int visible, T scale, T lse, T delta)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
+        T scaleLog2 = scale * Log2E<T>(), lseLog2 = lse * Log2E<T>();
         int j = 0;
         if (Vector512.IsHardwareAccelerated)
         {
             var vScale = Vector512.Create(scale);
-            var vLse = Vector512.Create(lse);
+            var vScaleLog2 = Vector512.Create(scaleLog2);
+            var vLseLog2 = Vector512.Create(lseLog2);
             var vDelta = Vector512.Create(delta);
-            var negInf = Vector512.Create(T.NegativeInfinity);
             for (; j + Vector512<T>.Count <= n; j += Vector512<T>.Count)
             {
-                var x = Vector512.Load(scoreRow + j);
-                var prob = Exp(Fma(x, vScale, -vLse));
-                prob = Vector512.ConditionalSelect(Vector512.Equals(x, negInf), Vector512<T>.Zero, prob);
+                if (j >= visible)
+                {
+                    Vector512<T>.Zero.Store(scoreRow + j);
+                    Vector512<T>.Zero.Store(dRow + j);
+                    continue;
+                }
+                var prob = Exp2(Fma(Vector512.Load(scoreRow + j), vScaleLog2, -vLseLog2));
+                var dScore = vScale * prob * (Vector512.Load(dRow + j) - vDelta);
+                if (j + Vector512<T>.Count > visible)
+                {
+                    // Select rather than multiply by 0: the hidden lanes may hold NaN garbage.
+                    var keep = Vector512.LessThan(Vector512<T>.Indices, Vector512.Create(T.CreateTruncating(visible - j)));
+                    prob = Vector512.ConditionalSelect(keep, prob, Vector512<T>.Zero);
+                    dScore = Vector512.ConditionalSelect(keep, dScore, Vector512<T>.Zero);
+                }
                 prob.Store(scoreRow + j);
-                (vScale * prob * (Vector512.Load(dRow + j) - vDelta)).Store(dRow + j);
+                dScore.Store(dRow + j);
+            }
+        }
+        else
+        {
+            var vScale = new Vector<T>(scale);
+            var vScaleLog2 = new Vector<T>(scaleLog2);
+            var vLseLog2 = new Vector<T>(lseLog2);
+            var vDelta = new Vector<T>(delta);
+            for (; j + Vector<T>.Count <= visible; j += Vector<T>.Count)
+            {
+                var prob = Exp2(Vector.Load(scoreRow + j) * vScaleLog2 - vLseLog2);
+                prob.Store(scoreRow + j);
+                (vScale * prob * (Vector.Load(dRow + j) - vDelta)).Store(dRow + j);
             }
         }
         for (; j < n; j++)
         {
-            T prob = T.IsNegativeInfinity(scoreRow[j]) ? T.Zero : T.Exp(scoreRow[j] * scale - lse);
+            T prob = j < visible ? T.Exp2(scoreRow[j] * scaleLog2 - lseLog2) : T.Zero;
             scoreRow[j] = prob;
-            dRow[j] = scale * prob * (dRow[j] - delta);
+            dRow[j] = j < visible ? scale * prob * (dRow[j] - delta) : T.Zero;
         }
+    }
+
+    /// <summary>dst[j] = factor·src[j] for j &lt; n.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScaleRowInto<T>(T* src, T* dst, int n, T factor) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var f = Vector512.Create(factor);
+            for (; j + Vector512<T>.Count <= n; j += Vector512<T>.Count) (Vector512.Load(src + j) * f).Store(dst + j);
+        }
+        for (; j < n; j++) dst[j] = src[j] * factor;
+    }
+
+    /// <summary>Natural-log lse[i] = (max[i] + log₂ sum[i])·ln2 from base-2 running statistics.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void LogSumExpFromRunning<T>(T* max, T* sum, int n, T* lse) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; j + Vector512<T>.Count <= n; j += Vector512<T>.Count)
+            {
+                var log2Sum = Log2(Vector512.Load(sum + j));
+                ((Vector512.Load(max + j) + log2Sum) * Vector512.Create(Ln2<T>())).Store(lse + j);
+            }
+        }
+        for (; j < n; j++) lse[j] = (max[j] + FloatLog2(sum[j])) * Ln2<T>();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -453,7 +759,7 @@ public static unsafe class CausalAttention
         for (; j < n; j++) row[j] *= factor;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static T Dot<T>(T* a, T* b, int n) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         T sum = T.Zero;
@@ -465,6 +771,13 @@ public static unsafe class CausalAttention
                 acc = Fma(Vector512.Load(a + j), Vector512.Load(b + j), acc);
             sum = Vector512.Sum(acc);
         }
+        else if (n >= Vector<T>.Count)
+        {
+            var acc = Vector<T>.Zero;
+            for (; j + Vector<T>.Count <= n; j += Vector<T>.Count)
+                acc = Fma(Vector.Load(a + j), Vector.Load(b + j), acc);
+            sum = Vector.Sum(acc);
+        }
         for (; j < n; j++) sum += a[j] * b[j];
         return sum;
     }
@@ -474,13 +787,75 @@ public static unsafe class CausalAttention
     private static void TransposeRows<T>(T* src, int rows, int cols, T* dst, int ldDst, T factor)
         where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
+        // Whole 16×16 float blocks go through registers; the rest (and double) element by element.
+        int blockRows = 0, blockCols = 0;
+        if (typeof(T) == typeof(float) && Avx512F.IsSupported)
+        {
+            blockRows = rows & ~15;
+            blockCols = cols & ~15;
+            float scale = float.CreateTruncating(factor);
+            for (int j = 0; j < blockRows; j += 16)
+                for (int d = 0; d < blockCols; d += 16)
+                    Transpose16x16((float*)src + (nint)j * cols + d, cols, (float*)dst + (nint)d * ldDst + j, ldDst, scale);
+        }
         for (int j = 0; j < rows; j++)
         {
             T* srcRow = src + (nint)j * cols;
-            for (int d = 0; d < cols; d++) dst[(nint)d * ldDst + j] = srcRow[d] * factor;
+            for (int d = j < blockRows ? blockCols : 0; d < cols; d++) dst[(nint)d * ldDst + j] = srcRow[d] * factor;
         }
         if (rows < ldDst)
             for (int d = 0; d < cols; d++) new Span<T>(dst + (nint)d * ldDst + rows, ldDst - rows).Clear();
+    }
+
+    /// <summary>dst[d·ldDst + j] = factor·src[j·ldSrc + d] for a 16×16 block: unpack, in-lane shuffle, then two 128-bit-lane shuffle stages.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose16x16(float* src, nint ldSrc, float* dst, nint ldDst, float factor)
+    {
+        var f = Vector512.Create(factor);
+        var r0 = Vector512.Load(src) * f; var r1 = Vector512.Load(src + ldSrc) * f;
+        var r2 = Vector512.Load(src + 2 * ldSrc) * f; var r3 = Vector512.Load(src + 3 * ldSrc) * f;
+        var r4 = Vector512.Load(src + 4 * ldSrc) * f; var r5 = Vector512.Load(src + 5 * ldSrc) * f;
+        var r6 = Vector512.Load(src + 6 * ldSrc) * f; var r7 = Vector512.Load(src + 7 * ldSrc) * f;
+        var r8 = Vector512.Load(src + 8 * ldSrc) * f; var r9 = Vector512.Load(src + 9 * ldSrc) * f;
+        var ra = Vector512.Load(src + 10 * ldSrc) * f; var rb = Vector512.Load(src + 11 * ldSrc) * f;
+        var rc = Vector512.Load(src + 12 * ldSrc) * f; var rd = Vector512.Load(src + 13 * ldSrc) * f;
+        var re = Vector512.Load(src + 14 * ldSrc) * f; var rf = Vector512.Load(src + 15 * ldSrc) * f;
+
+        var t0 = Avx512F.UnpackLow(r0, r1); var t1 = Avx512F.UnpackHigh(r0, r1);
+        var t2 = Avx512F.UnpackLow(r2, r3); var t3 = Avx512F.UnpackHigh(r2, r3);
+        var t4 = Avx512F.UnpackLow(r4, r5); var t5 = Avx512F.UnpackHigh(r4, r5);
+        var t6 = Avx512F.UnpackLow(r6, r7); var t7 = Avx512F.UnpackHigh(r6, r7);
+        var t8 = Avx512F.UnpackLow(r8, r9); var t9 = Avx512F.UnpackHigh(r8, r9);
+        var ta = Avx512F.UnpackLow(ra, rb); var tb = Avx512F.UnpackHigh(ra, rb);
+        var tc = Avx512F.UnpackLow(rc, rd); var td = Avx512F.UnpackHigh(rc, rd);
+        var te = Avx512F.UnpackLow(re, rf); var tf = Avx512F.UnpackHigh(re, rf);
+
+        r0 = Avx512F.Shuffle(t0, t2, 0x44); r1 = Avx512F.Shuffle(t0, t2, 0xEE);
+        r2 = Avx512F.Shuffle(t1, t3, 0x44); r3 = Avx512F.Shuffle(t1, t3, 0xEE);
+        r4 = Avx512F.Shuffle(t4, t6, 0x44); r5 = Avx512F.Shuffle(t4, t6, 0xEE);
+        r6 = Avx512F.Shuffle(t5, t7, 0x44); r7 = Avx512F.Shuffle(t5, t7, 0xEE);
+        r8 = Avx512F.Shuffle(t8, ta, 0x44); r9 = Avx512F.Shuffle(t8, ta, 0xEE);
+        ra = Avx512F.Shuffle(t9, tb, 0x44); rb = Avx512F.Shuffle(t9, tb, 0xEE);
+        rc = Avx512F.Shuffle(tc, te, 0x44); rd = Avx512F.Shuffle(tc, te, 0xEE);
+        re = Avx512F.Shuffle(td, tf, 0x44); rf = Avx512F.Shuffle(td, tf, 0xEE);
+
+        t0 = Avx512F.Shuffle4x128(r0, r4, 0x88); t1 = Avx512F.Shuffle4x128(r1, r5, 0x88);
+        t2 = Avx512F.Shuffle4x128(r2, r6, 0x88); t3 = Avx512F.Shuffle4x128(r3, r7, 0x88);
+        t4 = Avx512F.Shuffle4x128(r0, r4, 0xDD); t5 = Avx512F.Shuffle4x128(r1, r5, 0xDD);
+        t6 = Avx512F.Shuffle4x128(r2, r6, 0xDD); t7 = Avx512F.Shuffle4x128(r3, r7, 0xDD);
+        t8 = Avx512F.Shuffle4x128(r8, rc, 0x88); t9 = Avx512F.Shuffle4x128(r9, rd, 0x88);
+        ta = Avx512F.Shuffle4x128(ra, re, 0x88); tb = Avx512F.Shuffle4x128(rb, rf, 0x88);
+        tc = Avx512F.Shuffle4x128(r8, rc, 0xDD); td = Avx512F.Shuffle4x128(r9, rd, 0xDD);
+        te = Avx512F.Shuffle4x128(ra, re, 0xDD); tf = Avx512F.Shuffle4x128(rb, rf, 0xDD);
+
+        Avx512F.Shuffle4x128(t0, t8, 0x88).Store(dst); Avx512F.Shuffle4x128(t1, t9, 0x88).Store(dst + ldDst);
+        Avx512F.Shuffle4x128(t2, ta, 0x88).Store(dst + 2 * ldDst); Avx512F.Shuffle4x128(t3, tb, 0x88).Store(dst + 3 * ldDst);
+        Avx512F.Shuffle4x128(t4, tc, 0x88).Store(dst + 4 * ldDst); Avx512F.Shuffle4x128(t5, td, 0x88).Store(dst + 5 * ldDst);
+        Avx512F.Shuffle4x128(t6, te, 0x88).Store(dst + 6 * ldDst); Avx512F.Shuffle4x128(t7, tf, 0x88).Store(dst + 7 * ldDst);
+        Avx512F.Shuffle4x128(t0, t8, 0xDD).Store(dst + 8 * ldDst); Avx512F.Shuffle4x128(t1, t9, 0xDD).Store(dst + 9 * ldDst);
+        Avx512F.Shuffle4x128(t2, ta, 0xDD).Store(dst + 10 * ldDst); Avx512F.Shuffle4x128(t3, tb, 0xDD).Store(dst + 11 * ldDst);
+        Avx512F.Shuffle4x128(t4, tc, 0xDD).Store(dst + 12 * ldDst); Avx512F.Shuffle4x128(t5, td, 0xDD).Store(dst + 13 * ldDst);
+        Avx512F.Shuffle4x128(t6, te, 0xDD).Store(dst + 14 * ldDst); Avx512F.Shuffle4x128(t7, tf, 0xDD).Store(dst + 15 * ldDst);
     }
 
     /// <summary>Copies rows of width cols into rows of width ld, zero-filling the padding; returns dst.</summary>
@@ -679,36 +1054,58 @@ public static unsafe class CausalAttention
         return a * b + c;
     }
 
+    /// <summary>2^x. Softmax runs in base 2 (log₂e folded into the score scale) because 2^x needs no
+    /// range-reduction constants: x = n + f with n = round(x), 2^f by polynomial, then a single vscalefps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> Exp<T>(Vector512<T> x)
+    private static Vector512<T> Exp2<T>(Vector512<T> x)
     {
-        if (typeof(T) == typeof(float)) return ExpFloat(x.AsSingle()).As<float, T>();
-        // float64 is the gradient-check type: keep the library's accurate exp there.
-        if (typeof(T) == typeof(double)) return Vector512.Exp(x.AsDouble()).As<double, T>();
+        if (typeof(T) == typeof(float) && Avx512F.IsSupported) return Exp2Float(x.AsSingle()).As<float, T>();
+        // float64 is the gradient-check type: the library's accurate exp; the ·ln2 rounding costs ~|x|·1e-16 relative.
+        if (typeof(T) == typeof(float)) return Vector512.Exp(x.AsSingle() * Vector512.Create(MathF.Log(2))).As<float, T>();
+        if (typeof(T) == typeof(double)) return Vector512.Exp(x.AsDouble() * Vector512.Create(Math.Log(2))).As<double, T>();
+        throw new NotSupportedException();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> Exp2<T>(Vector<T> x)
+    {
+        if (typeof(T) == typeof(float)) return Vector.Exp(x.As<T, float>() * new Vector<float>(MathF.Log(2))).As<float, T>();
+        if (typeof(T) == typeof(double)) return Vector.Exp(x.As<T, double>() * new Vector<double>(Math.Log(2))).As<double, T>();
         throw new NotSupportedException();
     }
 
     /// <summary>
-    /// Single-precision exp, within ~2 ulp: exp(x) = 2ⁿ·eʳ with n = round(x·log₂e) and r = x − n·ln2 (two-part
-    /// Cody–Waite ln2), eʳ from Cephes' expf polynomial. Several times cheaper than Vector512.Exp(float), which
-    /// evaluates in double; exp is a sizeable share of the forward. x &lt; −87 (incl. −inf, i.e. masked scores)
-    /// gives exactly 0; x is capped at 88 to keep 2ⁿ finite.
+    /// Single-precision 2^x within ~1 ulp: n = round(x), f = x − n ∈ [−½, ½] (exact), 2^f by a degree-6
+    /// Chebyshev fit (error 2e-9), scaled by 2ⁿ with vscalefps, which also handles under/overflow. About half the
+    /// instructions of Vector512.Exp(float) (which evaluates in double); exp is a sizeable share of the forward.
+    /// x is floored at −150 so −inf (masked scores) gives exactly 0 (2^−150 rounds to 0).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> ExpFloat(Vector512<float> x)
+    private static Vector512<float> Exp2Float(Vector512<float> x)
     {
-        var capped = Vector512.Min(x, Vector512.Create(88f));
-        var n = Vector512.Round(capped * Vector512.Create(1.44269504088896341f));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), capped);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
-        var poly = Vector512.FusedMultiplyAdd(Vector512.Create(1.9875691500e-4f), r, Vector512.Create(1.3981999507e-3f));
-        poly = Vector512.FusedMultiplyAdd(poly, r, Vector512.Create(8.3334519073e-3f));
-        poly = Vector512.FusedMultiplyAdd(poly, r, Vector512.Create(4.1665795894e-2f));
-        poly = Vector512.FusedMultiplyAdd(poly, r, Vector512.Create(1.6666665459e-1f));
-        poly = Vector512.FusedMultiplyAdd(poly, r, Vector512.Create(5.0000001201e-1f));
-        var expR = Vector512.FusedMultiplyAdd(poly, r * r, r + Vector512<float>.One);
-        var result = (expR.AsInt32() + (Vector512.ConvertToInt32(n) << 23)).AsSingle();
-        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(-87f)), Vector512<float>.Zero, result);
+        x = Vector512.Max(x, Vector512.Create(-150f));
+        var n = Vector512.Round(x);
+        var f = x - n;
+        var poly = Vector512.FusedMultiplyAdd(Vector512.Create(1.54614446986e-4f), f, Vector512.Create(1.34004281776e-3f));
+        poly = Vector512.FusedMultiplyAdd(poly, f, Vector512.Create(9.61805667852e-3f));
+        poly = Vector512.FusedMultiplyAdd(poly, f, Vector512.Create(5.55032722667e-2f));
+        poly = Vector512.FusedMultiplyAdd(poly, f, Vector512.Create(2.40226509223e-1f));
+        poly = Vector512.FusedMultiplyAdd(poly, f, Vector512.Create(6.93147206703e-1f));
+        poly = Vector512.FusedMultiplyAdd(poly, f, Vector512<float>.One);
+        return Avx512F.Scale(poly, n);
+    }
+
+    private static T Log2E<T>() where T : IBinaryFloatingPointIeee754<T> => T.CreateTruncating(1.4426950408889634);
+    private static T Ln2<T>() where T : IBinaryFloatingPointIeee754<T> => T.CreateTruncating(0.6931471805599453);
+    // T.Log2 alone is ambiguous with IBinaryNumber's integer Log2.
+    private static T FloatLog2<T>(T x) where T : ILogarithmicFunctions<T> => T.Log2(x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<T> Log2<T>(Vector512<T> x)
+    {
+        if (typeof(T) == typeof(float)) return Vector512.Log2(x.AsSingle()).As<float, T>();
+        if (typeof(T) == typeof(double)) return Vector512.Log2(x.AsDouble()).As<double, T>();
+        throw new NotSupportedException();
     }
 
     private static int VectorWidth<T>() where T : unmanaged
@@ -748,7 +1145,15 @@ public static unsafe class CausalAttention
     }
 
     private static T* Alloc<T>(nint count) where T : unmanaged
-        => (T*)NativeMemory.AlignedAlloc((nuint)(Math.Max(count, 1) * sizeof(T)), 64);
+    {
+        nuint bytes = (nuint)(Math.Max(count, 1) * sizeof(T));
+        void* block = NativeMemory.AlignedAlloc(bytes, 64);
+#if DEBUG
+        // All-ones bytes are NaN as float and double: a debug run fails loudly if stale scratch is ever consumed.
+        NativeMemory.Fill(block, bytes, 0xFF);
+#endif
+        return (T*)block;
+    }
 
     private sealed class WorkCounter
     {
