@@ -48,6 +48,13 @@ public static class Ops
     /// <summary>x Wᵀ for a weight stored [out, in].</summary>
     public static Variable Linear(Variable input, Variable weight) => LinearFunction.Apply(input, weight);
 
+    /// <summary>
+    /// LoRA-adapted linear layer as one fused operation: x Wᵀ + scale · (dropout(x) Aᵀ) Bᵀ, W [out, in], A [r, in],
+    /// B [out, r]; B·A is never formed, forward or backward.
+    /// </summary>
+    public static Variable LoraLinear(Variable input, Variable weight, Variable loraA, Variable loraB, double scale, double dropout = 0, ulong seed = 0) =>
+        LoraLinearFunction.Apply(input, weight, loraA, loraB, scale, dropout, seed);
+
     /// <summary>Sum over the given axes (all axes when none).</summary>
     public static Variable Sum(Variable input, int[]? axes = null, bool keepDims = false) => SumFunction.Apply(input, axes, keepDims);
 

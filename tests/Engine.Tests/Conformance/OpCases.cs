@@ -141,6 +141,24 @@ public static class OpCases
             Reference = (x, _) => MatMul(x[0], Transpose2D(x[1], 5, 7), 1, 6, 7, 5),
         });
 
+        // The fused LoRA linear layer: x Wᵀ + s · (dropout(x) Aᵀ) Bᵀ, with and without dropout on the adapter input.
+        foreach (double dropout in new[] { 0.0, 0.25 })
+        {
+            cases.Add(new OpCase
+            {
+                Name = $"lora-linear [2, 3, 7] W [5, 7] r=3 dropout={dropout}",
+                Inputs = [new([2, 3, 7]), new([5, 7]), new([3, 7]), new([5, 3])],
+                Build = (v, _) => Ops.LoraLinear(v[0], v[1], v[2], v[3], scale: 1.5, dropout, seed: 77),
+                Reference = (x, _) =>
+                {
+                    var dropped = x[0].Select((value, index) => dropout == 0 ? value : Philox.Uniform(77, (ulong)index) >= dropout ? value / (1 - dropout) : 0).ToArray();
+                    var baseOutput = MatMul(x[0], Transpose2D(x[1], 5, 7), 1, 6, 7, 5);
+                    var adapter = MatMul(MatMul(dropped, Transpose2D(x[2], 3, 7), 1, 6, 7, 3), Transpose2D(x[3], 5, 3), 1, 6, 3, 5);
+                    return baseOutput.Zip(adapter, (b, a) => b + 1.5 * a).ToArray();
+                },
+            });
+        }
+
         // Reductions.
         foreach (var (shape, axes, keep) in new (int[], int[]?, bool)[] { ([3, 4], null, false), ([3, 4, 5], [1], false), ([3, 4, 5], [0, 2], true), ([2, 7], [-1], true) })
         {
