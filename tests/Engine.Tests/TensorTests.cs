@@ -166,3 +166,25 @@ public class TensorTests
         Assert.InRange(kept, 0.75 - 0.01, 0.75 + 0.01);
     }
 }
+
+public class CpuMemoryPoolTests
+{
+    [Fact]
+    public unsafe void FreedBlocksAreReusedUpToTheLimitAndTrimReleasesThem()
+    {
+        var pool = new Engine.Cpu.CpuMemoryPool { Limit = 1 << 20 };
+        byte* first = pool.Rent(100_000);
+        pool.Return(first, 100_000);
+        Assert.Equal(Engine.Cpu.CpuMemoryPool.BlockSize(100_000), pool.CachedBytes);
+        // Same rounded size: the cached block comes back.
+        Assert.True(first == pool.Rent(100_001));
+        Assert.Equal(0, pool.CachedBytes);
+        byte* large = pool.Rent(2 << 20);
+        pool.Return(large, 2 << 20);
+        Assert.Equal(0, pool.CachedBytes); // over the limit: released, not cached
+        pool.Return(first, 100_001);
+        pool.Trim();
+        Assert.Equal(0, pool.CachedBytes);
+        Assert.Equal(0L, (long)first % 64);
+    }
+}

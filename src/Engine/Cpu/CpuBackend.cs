@@ -25,6 +25,9 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <summary>Degree of parallelism of every CPU kernel (default: all cores).</summary>
     public int Threads { get; set; } = Environment.ProcessorCount;
 
+    /// <summary>Freed blocks kept for reuse (not counted in <see cref="MemoryInUse"/>, which counts live tensors).</summary>
+    public CpuMemoryPool Pool { get; } = new();
+
     public (long Current, long Peak) MemoryInUse => (Interlocked.Read(ref bytesInUse), Interlocked.Read(ref peakBytes));
 
     public void ResetPeakMemory() => Interlocked.Exchange(ref peakBytes, Interlocked.Read(ref bytesInUse));

@@ -1,13 +1,11 @@
-using System.Runtime.InteropServices;
-
 namespace Engine.Cpu;
 
-/// <summary>64-byte aligned native memory (one cache line, one AVX-512 vector), freed deterministically.</summary>
+/// <summary>64-byte aligned native memory (one cache line, one AVX-512 vector) from the backend's pool, returned to it deterministically.</summary>
 public sealed unsafe class CpuStorage : Storage
 {
     internal CpuStorage(CpuBackend backend, long byteLength) : base(backend, byteLength)
     {
-        Pointer = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(byteLength, 1), 64);
+        Pointer = backend.Pool.Rent(byteLength);
         backend.TrackAllocation(byteLength);
     }
 
@@ -15,7 +13,7 @@ public sealed unsafe class CpuStorage : Storage
 
     protected override void Free()
     {
-        NativeMemory.AlignedFree(Pointer);
+        ((CpuBackend)Backend).Pool.Return(Pointer, ByteLength);
         Pointer = null;
         ((CpuBackend)Backend).TrackAllocation(-ByteLength);
     }
