@@ -79,11 +79,19 @@ internal sealed class LoraLinearFunction(double scale, double dropout, ulong see
         {
             inputGrad = Tensor.Empty([tokens, weight.Dim(1)], gradient.DType, gradient.Device);
             backend.MatMul(gradient, weight, inputGrad, 1, 0);
-            using var adapterGrad = Tensor.Empty(inputGrad.Shape, gradient.DType, gradient.Device);
-            backend.MatMul(gradientB, loraA, adapterGrad, scale, 0);
-            // The dropout mask is a function of (seed, index): applying dropout to the gradient is its transpose.
-            using var maskedGrad = DropOut(adapterGrad);
-            backend.Binary(BinaryOp.Add, inputGrad, maskedGrad, inputGrad);
+            if (dropout == 0)
+            {
+                // dx += s · gB A, accumulated by the GEMM itself (beta = 1): no temporary, no extra pass.
+                backend.MatMul(gradientB, loraA, inputGrad, scale, 1);
+            }
+            else
+            {
+                using var adapterGrad = Tensor.Empty(inputGrad.Shape, gradient.DType, gradient.Device);
+                backend.MatMul(gradientB, loraA, adapterGrad, scale, 0);
+                // The dropout mask is a function of (seed, index): applying dropout to the gradient is its transpose.
+                using var maskedGrad = DropOut(adapterGrad);
+                backend.Binary(BinaryOp.Add, inputGrad, maskedGrad, inputGrad);
+            }
         }
         if (needsGrad[1])
         {
