@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Engine.Cpu;
+using Engine.IO;
 using Engine.Model;
 using Engine.Model.Tokenization;
 using Engine.Training.Data;
@@ -118,7 +119,7 @@ public sealed class DemoRunner(DemoOptions options)
         var eval = JsonlDataset.Load(Path.Combine(DataDirectory, "finetune_eval.jsonl"), tokenizer);
         var rows = options.Methods.Select(method => FineTune(method, tokenizer, world, train, eval)).ToList();
         var report = new DemoReport(rows, pretrainSeconds, cached, pretrainAccuracy, baseAccuracy, baseParameters, total.Elapsed.TotalSeconds);
-        AtomicWrite(Path.Combine(options.OutputDirectory, "report.md"), report.ToMarkdown());
+        AtomicFile.WriteAllText(Path.Combine(options.OutputDirectory, "report.md"), report.ToMarkdown());
         return report;
     }
 
@@ -217,6 +218,4 @@ public sealed class DemoRunner(DemoOptions options)
     }
 
     private static string Slug(string name) => string.Concat(name.Select(c => char.IsLetterOrDigit(c) ? char.ToLowerInvariant(c) : '-'));
-
-    private static void AtomicWrite(string path, string text) => IO.AtomicFile.WriteAllText(path, text);
 }
