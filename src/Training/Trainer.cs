@@ -124,7 +124,7 @@ public sealed class Trainer : IDisposable
             var batch = trainBatches.Next();
             using var scope = new TensorScope();
             using var tape = new Tape();
-            var (inputIds, targets) = ToTensors(batch);
+            var (inputIds, targets) = batch.ToTensors(model.Device);
             var loss = model.Loss(inputIds, targets);
             double value = loss.Data.Item();
             if (!double.IsFinite(value))
@@ -140,10 +140,6 @@ public sealed class Trainer : IDisposable
         }
         return (lossSum / Options.GradientAccumulation, tokens);
     }
-
-    private (Tensor InputIds, Tensor Targets) ToTensors(Batch batch) =>
-        (Tensor.FromArray<int>(batch.InputIds, [batch.BatchSize, batch.SequenceLength], model.Device),
-         Tensor.FromArray<int>(batch.Targets, [batch.BatchSize, batch.SequenceLength], model.Device));
 
     /// <summary>Mean loss over every counted token of the batches (no gradients).</summary>
     public double Evaluate(IReadOnlyList<Batch> batches) => TokenLoss.Evaluate(model, batches).Loss;

@@ -23,3 +23,11 @@ public sealed record Batch(int[] InputIds, int[] Labels, int[] Targets, int Batc
     /// <summary>Positions that take loss: the divisor of a mean token loss.</summary>
     public int TargetCount => Targets.Count(target => target != TrainingExample.IgnoreLabel);
 }
+
+public static class BatchTensors
+{
+    /// <summary>The batch's input ids and next-token targets as int32 [BatchSize, SequenceLength] tensors on <paramref name="device"/>.</summary>
+    public static (Tensor InputIds, Tensor Targets) ToTensors(this Batch batch, Device device) =>
+        (Tensor.FromArray<int>(batch.InputIds, [batch.BatchSize, batch.SequenceLength], device),
+         Tensor.FromArray<int>(batch.Targets, [batch.BatchSize, batch.SequenceLength], device));
+}

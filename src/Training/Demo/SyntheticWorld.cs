@@ -1,3 +1,4 @@
+using Engine.Training.Data;
 using System.Text;
 using System.Text.Json;
 using Engine.IO;
@@ -285,12 +286,6 @@ public sealed record WorldOptions
             throw new ArgumentOutOfRangeException(name, value, $"WorldOptions.{name} {problem}.");
         }
     }
-}
-
-/// <summary>A prompt that ends where the answer starts, and the answer; <see cref="Text"/> is the two as one document.</summary>
-public sealed record PromptResponse(string Prompt, string Response)
-{
-    public string Text => Prompt + " " + Response;
 }
 
 /// <summary>An entity's name and its value for each of <see cref="SyntheticWorld.Attributes"/>, by index.</summary>

@@ -1,6 +1,6 @@
 using Engine.Model;
 using Engine.Model.Tokenization;
-using Engine.Training.Demo;
+using Engine.Training.Data;
 
 namespace Engine.Training.Evaluation;
 

@@ -25,8 +25,7 @@ public static class TokenLoss
             if (count > 0)
             {
                 using var scope = new TensorScope();
-                var inputIds = Tensor.FromArray<int>(batch.InputIds, [batch.BatchSize, batch.SequenceLength], model.Device);
-                var targets = Tensor.FromArray<int>(batch.Targets, [batch.BatchSize, batch.SequenceLength], model.Device);
+                var (inputIds, targets) = batch.ToTensors(model.Device);
                 weighted += model.Loss(inputIds, targets).Data.Item() * count;
                 tokens += count;
             }

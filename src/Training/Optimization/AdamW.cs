@@ -49,7 +49,7 @@ public sealed class AdamW : IDisposable
     public AdamWOptions Options { get; }
 
     /// <summary>Bytes held by optimizer moments.</summary>
-    public long StateBytes => states.Values.Sum(state => state.FirstMoment.ElementCount * 8);
+    public long StateBytes => states.Values.Sum(state => 2 * state.FirstMoment.ElementCount * state.FirstMoment.DType.SizeInBytes());
 
     /// <summary>Updates every parameter that has a gradient, at each group's learning rate times <paramref name="learningRateScale"/> (the schedule).</summary>
     public void Step(double learningRateScale)

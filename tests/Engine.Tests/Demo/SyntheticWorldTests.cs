@@ -1,3 +1,4 @@
+using Engine.Training.Data;
 using System.Text.Json;
 using Engine.Training.Demo;
 
