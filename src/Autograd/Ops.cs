@@ -114,4 +114,11 @@ public static class Ops
     public static Variable GatherFlat(Variable source, Tensor indices) => GatherFlatFunction.Apply(source, indices);
 
     public static Variable ScatterAddFlat(Variable dense, Tensor indices, Variable values) => ScatterAddFlatFunction.Apply(dense, indices, values);
+
+    /// <summary>
+    /// VB-LoRA's top-k softmax admixture: for each row of logits [..., N], softmax over its k largest logits only, and the
+    /// weighted sum of those rows of the bank [N, L]; output [..., L]. Among equal logits the lower index is selected.
+    /// Logits may be −inf (weight 0) as long as each row has a finite one; NaN is not supported. Requires 1 ≤ topK ≤ N.
+    /// </summary>
+    public static Variable TopKAdmixture(Variable logits, Variable bank, int topK) => TopKAdmixtureFunction.Apply(logits, bank, topK);
 }

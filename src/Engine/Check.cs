@@ -58,6 +58,19 @@ public static class Check
         }
     }
 
+    /// <summary>Operands of a top-k admixture: logits [..., N], a bank [N, L] and 1 ≤ k ≤ N.</summary>
+    public static void TopKAdmixture(string operation, Tensor logits, Tensor bank, int topK)
+    {
+        if (bank.Rank != 2 || logits.Rank < 1 || logits.Dim(-1) != bank.Dim(0))
+        {
+            throw new ArgumentException($"{operation}: logits {logits.Describe()} must be [..., N] for a bank {bank.Describe()} of shape [N, L]");
+        }
+        if (topK < 1 || topK > bank.Dim(0))
+        {
+            throw new ArgumentException($"{operation}: k = {topK} must be between 1 and N = {bank.Dim(0)} (the bank's vector count); logits {logits.Describe()}, bank {bank.Describe()}");
+        }
+    }
+
     public static void Shape(string operation, Tensor tensor, ReadOnlySpan<int> expected, string role)
     {
         if (!tensor.Shape.SequenceEqual(expected))

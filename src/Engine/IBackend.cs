@@ -116,6 +116,25 @@ public interface IBackend
     /// <summary>destination.flat[indices[i]] += values[i]. Accumulates, deterministic.</summary>
     void ScatterAddFlat(Tensor destination, Tensor indices, Tensor values);
 
+    /// <summary>
+    /// VB-LoRA's top-k softmax admixture over contiguous logits [..., N] (S rows) and a bank [N, L]: for each row s,
+    /// (v, idx) = top-k of logits[s]; w = softmax(v) over those k only; result[s] = Σ_j w_j · bank[idx_j]. result has the
+    /// logits' leading shape + [L]. The selection is saved for backward in selectedIndices (int32 [S, k]) and
+    /// selectedWeights ([S, k], the logits' dtype), ordered by descending logit.
+    /// Tie rule: among equal logits the lower index wins, and equal selected logits are ordered by ascending index.
+    /// Logits may be −inf (a top-k-only adapter loads them as log(w) at the kept indices and −inf elsewhere); a selected
+    /// −inf gets weight 0, and a row with no finite logit is an error. NaN and +inf logits are not supported.
+    /// Requires 1 ≤ <paramref name="topK"/> ≤ N.
+    /// </summary>
+    void TopKAdmixture(Tensor logits, Tensor bank, int topK, Tensor result, Tensor selectedIndices, Tensor selectedWeights);
+
+    /// <summary>
+    /// Backward of <see cref="TopKAdmixture"/> from its saved selection. With g = outputGrad[s] and c_j = g · bank[idx_j]:
+    /// logitsGrad[s, idx_j] = w_j (c_j − Σ_l w_l c_l) and 0 at every other entry (logitsGrad, [..., N], is overwritten);
+    /// bankGrad[idx_j] += w_j · g over every row (accumulates, deterministic: rows are summed in order). Either gradient may be null.
+    /// </summary>
+    void TopKAdmixtureBackward(Tensor bank, Tensor selectedIndices, Tensor selectedWeights, Tensor outputGrad, Tensor? logitsGrad, Tensor? bankGrad);
+
     // ------------------------------------------------------------ transformer blocks
     /// <summary>result = input / rms(input) · weight over the last axis; inverseRms [rows] kept for backward.</summary>
     void RmsNorm(Tensor input, Tensor weight, double epsilon, Tensor result, Tensor inverseRms);

@@ -11,7 +11,7 @@ public sealed class CaseRunner
         Case = opCase;
         var random = new Random(TestData.SeedFor(opCase.Name));
         // Inputs are rounded to float32 once so the float32 run and the float64 reference see identical values.
-        Inputs = opCase.Inputs.Select(spec => TestData.RoundToFloat(TestData.Random(random, ReferenceCount(spec.Shape), spec.Domain))).ToArray();
+        Inputs = opCase.Inputs.Select(spec => TestData.RoundToFloat(spec.Values?.Invoke(random) ?? TestData.Random(random, ReferenceCount(spec.Shape), spec.Domain))).ToArray();
         ReferenceOutput = opCase.Reference(Inputs, opCase.Indices.Select(index => index.Values).ToArray());
         OutputGrad = TestData.RoundToFloat(TestData.Random(random, ReferenceOutput.Length, Domain.Signed));
     }

@@ -5,8 +5,11 @@ using static Engine.Tests.Reference.ReferenceOps;
 
 namespace Engine.Tests.Conformance;
 
-/// <summary>A floating-point operand of a case: its shape, the domain its random values come from, and whether it gets a gradient.</summary>
-public sealed record InputSpec(int[] Shape, Domain Domain = Domain.Signed, bool Differentiable = true);
+/// <summary>
+/// A floating-point operand of a case: its shape, the domain its random values come from, and whether it gets a gradient.
+/// <paramref name="Values"/>, when set, draws the values instead (for operands that need structure independent draws lack).
+/// </summary>
+public sealed record InputSpec(int[] Shape, Domain Domain = Domain.Signed, bool Differentiable = true, Func<Random, double[]>? Values = null);
 
 /// <summary>An integer operand (indices, targets, positions): fixed values, chosen to include duplicates and edge rows.</summary>
 public sealed record IndexSpec(int[] Values, int[] Shape);
@@ -249,6 +252,23 @@ public static class OpCases
                 return result;
             },
         });
+
+        // VB-LoRA's top-k admixture: k = 1, 2, 3 and k = N, N not a power of two, leading batch axes, and (with 40 rows
+        // over 7 vectors) bank vectors picked by many rows, which the bank gradient's scatter-add must sum. Central
+        // differences are valid only away from ties: a logit within a step (1e-6) of the k-th largest would enter or leave
+        // the selection between the two evaluations. Independent random draws can land that close, so the logits come from
+        // SeparatedRows (entries of a row at least 0.1 apart).
+        foreach (var (logitsShape, vectorLength, topK) in new (int[], int, int)[] { ([6, 5], 8, 1), ([7, 13], 4, 2), ([2, 3, 9], 6, 3), ([4, 6], 5, 6), ([40, 7], 3, 2) })
+        {
+            int vectorCount = logitsShape[^1], rowCount = (int)(Count(logitsShape) / vectorCount);
+            cases.Add(new OpCase
+            {
+                Name = $"top-k admixture logits {Format(logitsShape)} bank [{vectorCount}, {vectorLength}] k={topK}",
+                Inputs = [new(logitsShape, Values: random => TestData.SeparatedRows(random, rowCount, vectorCount)), new([vectorCount, vectorLength])],
+                Build = (v, _) => Ops.TopKAdmixture(v[0], v[1], topK),
+                Reference = (x, _) => TopKAdmixture(x[0], x[1], vectorCount, vectorLength, topK),
+            });
+        }
 
         // Softmax family.
         foreach (var shape in new[] { new[] { 3, 17 }, new[] { 2, 3, 1 }, new[] { 1, 64 } })

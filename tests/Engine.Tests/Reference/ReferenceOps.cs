@@ -181,6 +181,30 @@ public static class ReferenceOps
         return result;
     }
 
+    /// <summary>
+    /// VB-LoRA's top-k admixture of logits [rows, vectorCount] over a bank [vectorCount, vectorLength]: each row is fully
+    /// sorted by descending logit (ties: lower index first), the first k are softmaxed, and those bank rows are mixed.
+    /// </summary>
+    public static double[] TopKAdmixture(double[] logits, double[] bank, int vectorCount, int vectorLength, int topK)
+    {
+        int rows = logits.Length / vectorCount;
+        var result = new double[rows * vectorLength];
+        for (int row = 0; row < rows; row++)
+        {
+            var rowLogits = logits[(row * vectorCount)..((row + 1) * vectorCount)];
+            var selected = Enumerable.Range(0, vectorCount).OrderByDescending(i => rowLogits[i]).ThenBy(i => i).Take(topK).ToArray();
+            var weights = Softmax(selected.Select(i => rowLogits[i]).ToArray());
+            for (int j = 0; j < topK; j++)
+            {
+                for (int column = 0; column < vectorLength; column++)
+                {
+                    result[row * vectorLength + column] += weights[j] * bank[selected[j] * vectorLength + column];
+                }
+            }
+        }
+        return result;
+    }
+
     public static double[] IndexSelect(double[] table, int rowWidth, int[] indices) =>
         indices.SelectMany(index => table[(index * rowWidth)..((index + 1) * rowWidth)]).ToArray();
 

@@ -43,5 +43,25 @@ public static class TestData
         return values;
     }
 
+    /// <summary>
+    /// Rows whose entries are pairwise at least 0.1 apart: each row is a random permutation of the levels 0.2·i (centred on
+    /// zero), each moved by at most ±0.05. For operations that rank entries (top-k), where a near-tie would change the
+    /// selection within a finite-difference step.
+    /// </summary>
+    public static double[] SeparatedRows(Random random, int rowCount, int width)
+    {
+        var values = new double[(long)rowCount * width];
+        for (int row = 0; row < rowCount; row++)
+        {
+            var levels = Enumerable.Range(0, width).ToArray();
+            random.Shuffle(levels);
+            for (int column = 0; column < width; column++)
+            {
+                values[(long)row * width + column] = 0.2 * (levels[column] - (width - 1) / 2.0) + 0.1 * (random.NextDouble() - 0.5);
+            }
+        }
+        return values;
+    }
+
     public static double[] RoundToFloat(double[] values) => values.Select(v => (double)(float)v).ToArray();
 }
