@@ -21,6 +21,7 @@ public static class EngineCli
         root.Subcommands.Add(TrainCommand.Create(cli));
         root.Subcommands.Add(EvalCommand.Create(cli));
         root.Subcommands.Add(GenerateCommand.Create(cli));
+        root.Subcommands.Add(MergeCommand.Create(cli));
         root.Subcommands.Add(DemoCommand.Create(cli));
 
         var parse = root.Parse(args);

@@ -1,15 +1,141 @@
+using System.CommandLine;
+using Engine.Peft;
+using Engine.Peft.Lora;
+using Engine.Peft.VbLora;
 using Engine.Training;
 
 namespace Engine.Cli;
 
-/// <summary>The fine-tuning methods --method selects (adapter methods join this list as they arrive).</summary>
-internal static class TrainingMethods
+/// <summary>The fine-tuning methods --method selects, and the flags of the adapter methods.</summary>
+internal sealed class TrainingMethods
 {
-    public static readonly string[] Names = ["full"];
+    public static readonly string[] Names = ["full", "lora", "lora-sp", "vblora"];
 
-    public static ITrainingMethod Create(string name) => name switch
+    private static readonly LoraOptions LoraDefaults = new();
+    private static readonly LoraSparsityOptions SparsityDefaults = new();
+    private static readonly VbLoraOptions VbLoraDefaults = new();
+
+    public Option<string> Method { get; } = new("--method") { Description = $"Fine-tuning method: {string.Join(", ", Names)}.", DefaultValueFactory = _ => "full" };
+
+    public Option<string?> InitAdapter { get; } = new("--init-adapter") { Description = "Continue training this adapter folder (its config sets the method's settings).", HelpName = "DIR" };
+
+    public Option<string> Target { get; } = new("--target")
     {
-        "full" => new FullFineTuning(),
-        _ => throw new UsageException($"--method {name}: unknown method; known methods: {string.Join(", ", Names)}"),
+        Description = "Modules to adapt: all-linear, comma-separated names (suffix match, e.g. q_proj,v_proj) or regex:PATTERN (whole path).",
+        DefaultValueFactory = _ => TargetModules.AllLinearName,
     };
+
+    public Option<int[]> Layers { get; } = new("--layers") { Description = "Only adapt these decoder layers (default: all).", AllowMultipleArgumentsPerToken = true };
+
+    public Option<int?> Rank { get; } = new("--rank") { Description = $"Adapter rank r (default: lora {LoraDefaults.Rank}, vblora {VbLoraDefaults.Rank})." };
+
+    public Option<double?> Alpha { get; } = new("--alpha") { Description = "LoRA alpha; the scale is alpha / r (default: equal to the rank, scale 1)." };
+
+    public Option<bool> RsLora { get; } = new("--rslora") { Description = "LoRA: scale alpha / sqrt(r) instead of alpha / r." };
+
+    public Option<double> Dropout { get; } = new("--adapter-dropout") { Description = "Dropout on the adapter's input (LoRA, VB-LoRA).", DefaultValueFactory = _ => 0.0 };
+
+    public Option<double> FrozenFraction { get; } = new("--frozen-fraction") { Description = "LoRA-SP: fraction of A and B frozen.", DefaultValueFactory = _ => SparsityDefaults.FrozenFraction };
+
+    public Option<string> Granularity { get; } = new("--freeze-granularity") { Description = "LoRA-SP: freeze single entries, or whole rank components (row).", DefaultValueFactory = _ => "element" };
+
+    public Option<int> RedrawEvery { get; } = new("--redraw-every") { Description = "LoRA-SP: redraw the freeze masks every N steps (0: draw once).", DefaultValueFactory = _ => 0 };
+
+    public Option<int> VectorCount { get; } = new("--num-vectors") { Description = "VB-LoRA: vectors in the shared bank (N).", DefaultValueFactory = _ => VbLoraDefaults.VectorCount };
+
+    public Option<int> VectorLength { get; } = new("--vector-length") { Description = "VB-LoRA: bank vector length L; must divide every adapted layer's dimensions.", DefaultValueFactory = _ => VbLoraDefaults.VectorLength };
+
+    public Option<int> TopK { get; } = new("--topk") { Description = "VB-LoRA: bank vectors mixed per sub-vector.", DefaultValueFactory = _ => VbLoraDefaults.TopK };
+
+    public Option<double> BankLearningRate { get; } = new("--bank-lr") { Description = "VB-LoRA: learning rate of the vector bank.", DefaultValueFactory = _ => VbLoraDefaults.BankLearningRate };
+
+    public Option<double> LogitsLearningRate { get; } = new("--logits-lr") { Description = "VB-LoRA: learning rate of the logits.", DefaultValueFactory = _ => VbLoraDefaults.LogitsLearningRate };
+
+    public Option<double> BankInitBound { get; } = new("--bank-init-bound") { Description = "VB-LoRA: the bank starts ~ U(-bound, bound).", DefaultValueFactory = _ => VbLoraDefaults.BankInitBound };
+
+    public Option<double> LogitsInitStd { get; } = new("--logits-init-std") { Description = "VB-LoRA: the logits start ~ N(0, std).", DefaultValueFactory = _ => VbLoraDefaults.LogitsInitStd };
+
+    public Option<bool> SaveTopKOnly { get; } = new("--save-topk-only") { Description = "VB-LoRA: store only each sub-vector's top-k indices and weights (a far smaller file; inference only)." };
+
+    public TrainingMethods()
+    {
+        Method.AcceptOnlyFromAmong(Names);
+        Granularity.AcceptOnlyFromAmong("element", "row");
+        OptionChecks.AtLeast(Rank, 1);
+        OptionChecks.AtLeast(RedrawEvery, 0);
+        OptionChecks.AtLeast(VectorCount, 1);
+        OptionChecks.AtLeast(VectorLength, 1);
+        OptionChecks.AtLeast(TopK, 1);
+        OptionChecks.Check(Dropout, value => value >= 0 && value < 1, "must be in [0, 1)");
+        OptionChecks.Check(FrozenFraction, value => value >= 0 && value < 1, "must be in [0, 1)");
+        OptionChecks.NotNegative(BankLearningRate);
+        OptionChecks.NotNegative(LogitsLearningRate);
+    }
+
+    public void AddTo(Command command)
+    {
+        foreach (Option option in new Option[] { Method, InitAdapter, Target, Layers, Rank, Alpha, RsLora, Dropout, FrozenFraction, Granularity, RedrawEvery,
+                     VectorCount, VectorLength, TopK, BankLearningRate, LogitsLearningRate, BankInitBound, LogitsInitStd, SaveTopKOnly })
+        {
+            command.Options.Add(option);
+        }
+    }
+
+    /// <summary>The method --method names, configured from the flags.</summary>
+    public ITrainingMethod Create(ParseResult parse, int seed)
+    {
+        string name = parse.GetRequiredValue(Method);
+        if (name == "full")
+        {
+            return parse.GetValue(InitAdapter) is null ? new FullFineTuning() : throw new UsageException("--init-adapter: only adapter methods (lora, lora-sp, vblora) continue an adapter");
+        }
+        if (parse.GetValue(InitAdapter) is { } directory)
+        {
+            if (!AdapterFiles.IsAdapterDirectory(directory))
+            {
+                throw new UsageException($"--init-adapter {directory}: not an adapter folder (no {AdapterFiles.ConfigFileName})");
+            }
+            return new AdapterTraining(name, model => AdapterFiles.Load(directory, model));
+        }
+        var targets = TargetModules.Parse(parse.GetRequiredValue(Target)).WithLayers(parse.GetValue(Layers) is { Length: > 0 } layers ? layers : null);
+        double dropout = parse.GetValue(Dropout);
+        if (name == "vblora")
+        {
+            var options = new VbLoraOptions
+            {
+                Rank = parse.GetValue(Rank) ?? VbLoraDefaults.Rank,
+                VectorCount = parse.GetValue(VectorCount),
+                VectorLength = parse.GetValue(VectorLength),
+                TopK = parse.GetValue(TopK),
+                Dropout = dropout,
+                BankLearningRate = parse.GetValue(BankLearningRate),
+                LogitsLearningRate = parse.GetValue(LogitsLearningRate),
+                BankInitBound = parse.GetValue(BankInitBound),
+                LogitsInitStd = parse.GetValue(LogitsInitStd),
+                SaveOnlyTopKWeights = parse.GetValue(SaveTopKOnly),
+                Targets = targets,
+                Seed = (ulong)seed,
+            };
+            return AdapterTraining.Fresh(name, () => new VbLoraAdapter(options));
+        }
+        int rank = parse.GetValue(Rank) ?? LoraDefaults.Rank;
+        var lora = new LoraOptions
+        {
+            Rank = rank,
+            Alpha = parse.GetValue(Alpha) ?? rank,
+            UseRsLora = parse.GetValue(RsLora),
+            Dropout = dropout,
+            Targets = targets,
+            Seed = (ulong)seed,
+            Sparsity = name == "lora-sp"
+                ? new LoraSparsityOptions
+                {
+                    FrozenFraction = parse.GetValue(FrozenFraction),
+                    Granularity = Enum.Parse<FreezeGranularity>(parse.GetRequiredValue(Granularity), ignoreCase: true),
+                    RedrawEvery = parse.GetValue(RedrawEvery),
+                }
+                : null,
+        };
+        return AdapterTraining.Fresh(name, () => new LoraAdapter(lora));
+    }
 }

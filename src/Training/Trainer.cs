@@ -68,6 +68,7 @@ public sealed class Trainer : IDisposable
         }
         trainBatches.RestoreState(state.DataState);
         CompletedSteps = state.Step;
+        method.Resumed(state.Step);
         return true;
     }
 
@@ -99,7 +100,10 @@ public sealed class Trainer : IDisposable
     {
         int step = CompletedSteps + 1;
         var clock = Stopwatch.StartNew();
-        method.BeforeStep(step);
+        foreach (var parameter in method.BeforeStep(step))
+        {
+            optimizer.ResetState(parameter);
+        }
         var (loss, tokens) = AccumulateGradients(step);
         double gradNorm = GradientClipping.ClipGlobalNorm(trainable, Options.MaxGradNorm);
         double learningRateScale = schedule.Multiplier(CompletedSteps);

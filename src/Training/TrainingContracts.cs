@@ -31,8 +31,14 @@ public interface ITrainingMethod
     /// <summary>Parameters whose values a training checkpoint stores (everything that changes during training).</summary>
     IReadOnlyList<Parameter> StateParameters { get; }
 
-    /// <summary>Called before each optimizer step (layer selection, mask redraws, reselection...).</summary>
-    void BeforeStep(int step)
+    /// <summary>
+    /// Called before each optimizer step (layer selection, mask redraws, reselection...). Returns the parameters whose
+    /// optimizer state no longer fits their entries (a redrawn mask), which the optimizer then starts afresh.
+    /// </summary>
+    IReadOnlyList<Parameter> BeforeStep(int step) => [];
+
+    /// <summary>Called after a checkpoint restored <see cref="StateParameters"/>, with the steps it had completed.</summary>
+    void Resumed(int completedSteps)
     {
     }
 

@@ -109,7 +109,7 @@ internal sealed class LoraLinearFunction(double scale, double dropout, ulong see
         if (needsGrad[3])
         {
             using var gradientTransposed = gradient.Transpose(0, 1);
-            bGrad = Tensor.Empty(loraB.Shape, gradient.DType, gradient.Device);
+            bGrad = Tensor.Empty(loraB!.Shape, gradient.DType, gradient.Device);
             backend.MatMul(gradientTransposed, projected!, bGrad, scale, 0);
         }
         return [inputGrad?.Reshape(inputShape), weightGrad, aGrad, bGrad];

@@ -19,7 +19,7 @@ internal static class EvalCommand
     public static Command Create(CliContext cli)
     {
         var model = new Option<string>("--model") { Description = "The model folder to evaluate.", Required = true, HelpName = "DIR" };
-        var adapter = new Option<string?>("--adapter") { Description = "An adapter folder to apply on top of --model (adapters arrive with issue #4).", HelpName = "DIR" };
+        var adapter = AdapterOption.Create();
         var data = new Option<string>("--data") { Description = "Evaluation data (JSON Lines).", Required = true, HelpName = "FILE" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object ({\"loss\", \"perplexity\", \"tokens\", \"examples\"}) on stdout." };
         var batchSize = new Option<int>("--batch-size") { Description = "Lines per forward pass (does not change the result).", DefaultValueFactory = _ => 8 };
@@ -33,10 +33,6 @@ internal static class EvalCommand
 
         command.SetAction(parse =>
         {
-            if (parse.GetValue(adapter) is not null)
-            {
-                throw new UsageException("--adapter: adapters arrive with issue #4; this build evaluates full model folders only");
-            }
             var (device, _) = cli.Prepare(parse);
             string modelDirectory = ModelFolder.Require(parse.GetRequiredValue(model), "--model");
             var config = LlamaConfig.Load(Path.Combine(modelDirectory, "config.json"));
@@ -44,7 +40,7 @@ internal static class EvalCommand
             string dataPath = parse.GetRequiredValue(data);
             var examples = DataFiles.Load(cli, dataPath, "--data", tokenizer, DataFiles.EvaluationOptions(config));
             var batches = DatasetBatches.EvaluationBatches(examples, parse.GetValue(batchSize), DataFiles.PadId(tokenizer, config));
-            using var llama = LlamaModel.Load(modelDirectory, device);
+            using var llama = AdapterOption.LoadModel(cli, modelDirectory, parse.GetValue(adapter), device);
 
             var result = ShowProgress(cli, batches.Count, report => TokenLoss.Evaluate(llama, batches, report));
             if (result.Tokens == 0)
@@ -61,6 +57,7 @@ internal static class EvalCommand
                     ["tokens"] = result.Tokens,
                     ["examples"] = examples.Count,
                     ["model"] = modelDirectory,
+                    ["adapter"] = parse.GetValue(adapter),
                     ["data"] = dataPath,
                 };
                 cli.Out.WriteLine(report.ToJsonString());

@@ -10,6 +10,7 @@ internal static class GenerateCommand
     public static Command Create(CliContext cli)
     {
         var model = new Option<string>("--model") { Description = "The model folder (with its tokenizer.json).", Required = true, HelpName = "DIR" };
+        var adapter = AdapterOption.Create();
         var prompt = new Option<string>("--prompt") { Description = "Text to complete.", Required = true, HelpName = "TEXT" };
         var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 64 };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature (0: greedy).", DefaultValueFactory = _ => 0.0 };
@@ -21,7 +22,7 @@ internal static class GenerateCommand
         OptionChecks.Check(topP, p => p > 0 && p <= 1, "must be in (0, 1]");
 
         var command = new Command("generate", "Complete a prompt with a model and print the completion.");
-        foreach (Option option in new Option[] { model, prompt, maxNewTokens, temperature, topK, topP })
+        foreach (Option option in new Option[] { model, adapter, prompt, maxNewTokens, temperature, topK, topP })
         {
             command.Options.Add(option);
         }
@@ -41,7 +42,7 @@ internal static class GenerateCommand
             {
                 throw new UsageException("--prompt: encodes to no tokens, and the tokenizer has no BOS to start from");
             }
-            using var llama = LlamaModel.Load(modelDirectory, device);
+            using var llama = AdapterOption.LoadModel(cli, modelDirectory, parse.GetValue(adapter), device);
             var generated = Generation.Generate(llama, ids, new SamplingOptions
             {
                 MaxNewTokens = parse.GetValue(maxNewTokens),

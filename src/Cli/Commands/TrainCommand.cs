@@ -10,20 +10,20 @@ internal static class TrainCommand
     public static Command Create(CliContext cli)
     {
         var model = new Option<string>("--model") { Description = "The model folder to fine-tune (config.json, safetensors, tokenizer.json).", Required = true, HelpName = "DIR" };
-        var method = new Option<string>("--method") { Description = $"Fine-tuning method: {string.Join(", ", TrainingMethods.Names)}.", DefaultValueFactory = _ => "full" };
+        var methods = new TrainingMethods();
         var packing = new Option<bool>("--packing") { Description = "Pack examples into rows even when they mask prompts (default: prompt/response data is padded, one example per row)." };
         var flags = new TrainingFlags(defaultLearningRate: 1e-4);
 
         var command = new Command("train", "Fine-tune a model on JSON Lines data; writes the result, metrics.csv, loss.png and a resumable checkpoint/ to --out.");
         command.Options.Add(model);
-        command.Options.Add(method);
+        methods.AddTo(command);
         command.Options.Add(packing);
         flags.AddTo(command);
 
         command.SetAction(parse =>
         {
-            var trainingMethod = TrainingMethods.Create(parse.GetRequiredValue(method));
             var (device, seed) = cli.Prepare(parse);
+            var trainingMethod = methods.Create(parse, seed);
             string modelDirectory = ModelFolder.Require(parse.GetRequiredValue(model), "--model");
             var config = LlamaConfig.Load(Path.Combine(modelDirectory, "config.json"));
             var tokenizer = ModelFolder.TryLoadTokenizer(modelDirectory);

@@ -19,23 +19,75 @@ public static class SafetensorsWriter
     /// <summary>
     /// Writes atomically: a temporary file beside <paramref name="path"/> is filled, flushed to disk and moved over it, so a
     /// failure leaves any existing file untouched. <paramref name="metadata"/> null writes {"format": "pt"}; empty writes none.
+    /// <paramref name="narrowedIntegers"/> stores the named int32 tensors as "U8" or "I16" (peft stores VB-LoRA's top-k
+    /// indices that way); a value out of the narrow type's range is an error.
     /// </summary>
-    public static void Write(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Write(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null,
+        IReadOnlyDictionary<string, string>? narrowedIntegers = null)
     {
-        var list = tensors.ToList();
+        var list = tensors.Select(pair => new Entry(pair.Key, pair.Value, StoredDType(pair.Key, pair.Value, narrowedIntegers))).ToList();
         var header = Header(list, metadata ?? DefaultMetadata);
         AtomicFile.Write(path, stream =>
         {
             stream.Write(header);
-            var buffer = new byte[Math.Min(CopyChunkBytes, list.Count == 0 ? 0 : list.Max(pair => ByteLength(pair.Value)))];
-            foreach (var (name, tensor) in list)
+            var buffer = new byte[Math.Min(CopyChunkBytes, list.Count == 0 ? 0 : list.Max(entry => entry.ByteLength))];
+            foreach (var entry in list)
             {
-                WriteData(path, name, tensor, stream, buffer);
+                if (entry.StoredDType == DTypeName(entry.Tensor.DType))
+                {
+                    WriteData(path, entry.Name, entry.Tensor, stream, buffer);
+                }
+                else
+                {
+                    WriteNarrowed(path, entry, stream);
+                }
             }
         });
     }
 
     internal static long ByteLength(Tensor tensor) => tensor.ElementCount * tensor.DType.SizeInBytes();
+
+    private sealed record Entry(string Name, Tensor Tensor, string StoredDType)
+    {
+        public long ByteLength => Tensor.ElementCount * (StoredDType switch { "U8" => 1, "I16" => 2, _ => Tensor.DType.SizeInBytes() });
+    }
+
+    private static string StoredDType(string name, Tensor tensor, IReadOnlyDictionary<string, string>? narrowedIntegers)
+    {
+        if (narrowedIntegers is null || !narrowedIntegers.TryGetValue(name, out var stored))
+        {
+            return DTypeName(tensor.DType);
+        }
+        if (tensor.DType != DType.Int32 || stored is not ("U8" or "I16"))
+        {
+            throw new ArgumentException($"tensor '{name}': only int32 tensors can be stored narrowed, as U8 or I16 (asked: {tensor.Describe()} as {stored})");
+        }
+        return stored;
+    }
+
+    private static void WriteNarrowed(string path, Entry entry, Stream stream)
+    {
+        var values = entry.Tensor.ToArray<int>();
+        var (low, high) = entry.StoredDType == "U8" ? (byte.MinValue, (int)byte.MaxValue) : (short.MinValue, (int)short.MaxValue);
+        int bad = Array.FindIndex(values, value => value < low || value > high);
+        if (bad >= 0)
+        {
+            throw new ArgumentException($"cannot write '{entry.Name}' to '{path}' as {entry.StoredDType}: element {bad} is {values[bad]}, outside {low}..{high}");
+        }
+        var bytes = new byte[entry.ByteLength];
+        for (int index = 0; index < values.Length; index++)
+        {
+            if (entry.StoredDType == "U8")
+            {
+                bytes[index] = (byte)values[index];
+            }
+            else
+            {
+                BinaryPrimitives.WriteInt16LittleEndian(bytes.AsSpan(2 * index), (short)values[index]);
+            }
+        }
+        stream.Write(bytes);
+    }
 
     internal static string DTypeName(DType dtype) => dtype switch
     {
@@ -48,7 +100,7 @@ public static class SafetensorsWriter
     };
 
     /// <summary>The length prefix and the padded JSON header; also checks names before any file is touched.</summary>
-    private static byte[] Header(List<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string> metadata)
+    private static byte[] Header(List<Entry> tensors, IReadOnlyDictionary<string, string> metadata)
     {
         var json = new ArrayBufferWriter<byte>();
         using (var writer = new Utf8JsonWriter(json, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
@@ -65,7 +117,7 @@ public static class SafetensorsWriter
             }
             var seen = new HashSet<string>();
             long offset = 0;
-            foreach (var (name, tensor) in tensors)
+            foreach (var (name, tensor, storedDType) in tensors)
             {
                 if (name == SafetensorsFile.MetadataKey)
                 {
@@ -75,9 +127,9 @@ public static class SafetensorsWriter
                 {
                     throw new ArgumentException($"tensor name '{name}' appears twice; safetensors names must be unique");
                 }
-                long end = offset + ByteLength(tensor);
+                long end = offset + new Entry(name, tensor, storedDType).ByteLength;
                 writer.WriteStartObject(name);
-                writer.WriteString("dtype", DTypeName(tensor.DType));
+                writer.WriteString("dtype", storedDType);
                 writer.WriteStartArray("shape");
                 foreach (int size in tensor.Shape)
                 {

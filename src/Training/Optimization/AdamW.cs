@@ -70,6 +70,16 @@ public sealed class AdamW : IDisposable
         }
     }
 
+    /// <summary>Drops a parameter's moments and step count: its next update starts as its first (its entries changed meaning).</summary>
+    public void ResetState(Parameter parameter)
+    {
+        if (states.Remove(parameter, out var state))
+        {
+            state.FirstMoment.Dispose();
+            state.SecondMoment.Dispose();
+        }
+    }
+
     private State StateFor(Parameter parameter)
     {
         if (!states.TryGetValue(parameter, out var state))

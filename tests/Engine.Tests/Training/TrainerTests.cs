@@ -74,12 +74,13 @@ public class TrainerTests
             return inner.Attach(attached, options);
         }
 
-        public void BeforeStep(int step)
+        public IReadOnlyList<Parameter> BeforeStep(int step)
         {
             if (step == poisonStep)
             {
                 model!.FinalNorm.Data.CopyFrom(Tensor.Full(model.FinalNorm.Shape, double.NaN));
             }
+            return [];
         }
 
         public void SaveResult(LlamaModel saved, string directory) => inner.SaveResult(saved, directory);

@@ -1,0 +1,53 @@
+using Engine.Autograd;
+using Engine.Model;
+using Engine.Peft;
+using Engine.Training.Optimization;
+
+namespace Engine.Training;
+
+/// <summary>
+/// Trains an adapter (LoRA, LoRA-SP, VB-LoRA...): <paramref name="attach"/> puts a fresh adapter on the model, or loads one
+/// to continue from; the base model stays frozen, and the result is a peft adapter folder.
+/// </summary>
+public sealed class AdapterTraining(string name, Func<LlamaModel, Adapter> attach) : ITrainingMethod
+{
+    private Adapter? adapter;
+
+    /// <summary>A method that attaches a new adapter from <paramref name="create"/> (disposed again if attaching fails).</summary>
+    public static AdapterTraining Fresh(string name, Func<Adapter> create) => new(name, model =>
+    {
+        var created = create();
+        try
+        {
+            created.Attach(model);
+            return created;
+        }
+        catch
+        {
+            created.Dispose();
+            throw;
+        }
+    });
+
+    public string Name => name;
+
+    /// <summary>The attached adapter (after <see cref="Attach"/>).</summary>
+    public Adapter Adapter => adapter ?? throw new InvalidOperationException($"method '{name}' is not attached to a model yet");
+
+    public IReadOnlyList<Parameter> StateParameters => Adapter.Parameters;
+
+    public IReadOnlyList<ParameterGroup> Attach(LlamaModel model, TrainingOptions options)
+    {
+        adapter = attach(model);
+        adapter.EnsureTrainable();
+        return adapter.ParameterGroups
+            .Select(group => new ParameterGroup(group.Name, group.Parameters, group.LearningRate ?? options.LearningRate, group.WeightDecay ?? options.WeightDecay))
+            .ToList();
+    }
+
+    public IReadOnlyList<Parameter> BeforeStep(int step) => Adapter.BeforeStep(step);
+
+    public void Resumed(int completedSteps) => Adapter.Resumed(completedSteps);
+
+    public void SaveResult(LlamaModel model, string directory) => Adapter.Save(directory);
+}
