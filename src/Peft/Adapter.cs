@@ -73,20 +73,20 @@ public abstract class Adapter : IDisposable
                 throw new InvalidOperationException($"{name} already carries an adapter; detach it (or merge it) before attaching another");
             }
         }
-        target.SetBaseTrainable(false);
         using (TensorScope.Untracked())
         {
+            // Everything that can fail (shape checks, masks) happens before the model is touched.
             Prepare(target, names);
             foreach (var name in names)
             {
-                target.ReplaceLinear(name, existing =>
-                {
-                    var module = CreateModule(existing, modules.Count);
-                    modules.Add(module);
-                    return module;
-                });
+                modules.Add(CreateModule(target.LinearLayers.First(layer => layer.Name == name), modules.Count));
             }
         }
+        foreach (var module in modules)
+        {
+            target.ReplaceLinear(module.Name, _ => module);
+        }
+        target.SetBaseTrainable(false);
         model = target;
     }
 

@@ -70,9 +70,17 @@ public sealed class LoraAdapter : Adapter
             : new SplitFactor(name, initial, Mask(name, initial, moduleIndex, rankAxis, currentDraw));
     }
 
-    private int[] Mask(string name, Tensor matrix, int moduleIndex, int rankAxis, int draw) =>
-        FreezeMask.TrainableIndices(name, matrix.Dim(0), matrix.Dim(1), rankAxis, Options.Sparsity!,
-            DeriveSeed(Seed ^ 0x5EA12C0FFEEUL, (ulong)(2 * moduleIndex + rankAxis), (ulong)draw));
+    /// <summary>
+    /// The trainable entries of A (rank axis 0) or B (rank axis 1). Element masks of A and B are independent; rank-component
+    /// masks share one draw, so a component trains or stays frozen as a whole (its A row with its B column): with B = 0 at
+    /// init, a trainable A row whose B column was frozen would never receive a gradient.
+    /// </summary>
+    private int[] Mask(string name, Tensor matrix, int moduleIndex, int rankAxis, int draw)
+    {
+        var sparsity = Options.Sparsity!;
+        ulong stream = sparsity.Granularity == FreezeGranularity.Row ? (ulong)(2 * moduleIndex) : (ulong)(2 * moduleIndex + rankAxis);
+        return FreezeMask.TrainableIndices(name, matrix.Dim(0), matrix.Dim(1), rankAxis, sparsity, DeriveSeed(Seed ^ 0x5EA12C0FFEEUL, stream, (ulong)draw));
+    }
 
     /// <summary>Which mask is in force at <paramref name="step"/> (1-based): masks are redrawn at steps 1 + k·N.</summary>
     private int DrawNumber(int step) => Options.Sparsity is { RedrawEvery: > 0 } sparsity ? Math.Max(step - 1, 0) / sparsity.RedrawEvery : 0;

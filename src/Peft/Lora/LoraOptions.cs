@@ -49,7 +49,7 @@ public enum FreezeGranularity
     /// <summary>Single entries of A and B.</summary>
     Element,
 
-    /// <summary>Whole rank components: rows of A and columns of B (drawn independently for A and B).</summary>
+    /// <summary>Whole rank components: a row of A together with the same column of B.</summary>
     Row,
 }
 
