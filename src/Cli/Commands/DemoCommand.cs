@@ -19,11 +19,17 @@ internal static class DemoCommand
         var forcePretrain = new Option<bool>("--force-pretrain") { Description = "Pretrain again even when a cached base model with the same settings exists." };
         var pretrainSteps = new Option<int>("--pretrain-steps") { Description = "Pretraining steps of the base model.", DefaultValueFactory = _ => defaults.PretrainSteps };
         var fineTuneSteps = new Option<int>("--finetune-steps") { Description = "Fine-tuning steps per method.", DefaultValueFactory = _ => defaults.FineTuneSteps };
+        var methods = new Option<string[]>("--methods")
+        {
+            Description = $"Methods to compare (default: all): {string.Join(", ", defaults.Methods.Select(method => method.Key))}.",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        methods.AcceptOnlyFromAmong([.. defaults.Methods.Select(method => method.Key)]);
         OptionChecks.AtLeast(pretrainSteps, 1);
         OptionChecks.AtLeast(fineTuneSteps, 1);
 
         var command = new Command("demo", "Pretrain a tiny Llama on a synthetic world, fine-tune it on new facts with each method, and compare them.");
-        foreach (Option option in new Option[] { output, forcePretrain, pretrainSteps, fineTuneSteps })
+        foreach (Option option in new Option[] { output, forcePretrain, pretrainSteps, fineTuneSteps, methods })
         {
             command.Options.Add(option);
         }
@@ -36,6 +42,7 @@ internal static class DemoCommand
                 throw new UsageException($"--device {device}: the demo runs on the cpu only in this build");
             }
             string outputDirectory = parse.GetRequiredValue(output);
+            var chosen = parse.GetValue(methods) is { Length: > 0 } keys ? keys : [.. defaults.Methods.Select(method => method.Key)];
             var runner = new DemoRunner(defaults with
             {
                 OutputDirectory = outputDirectory,
@@ -44,6 +51,7 @@ internal static class DemoCommand
                 ForcePretrain = parse.GetValue(forcePretrain),
                 PretrainSteps = parse.GetValue(pretrainSteps),
                 FineTuneSteps = parse.GetValue(fineTuneSteps),
+                Methods = [.. DemoOptions.DefaultMethods(seed).Where(method => chosen.Contains(method.Key))],
             });
             var report = StepProgress.Run(cli, progress =>
             {

@@ -57,7 +57,10 @@ public sealed class LoraAdapter : Adapter
         var module = new LoraLinear(baseLayer, rank,
             Factor(baseLayer.Name, "lora_A", a, moduleIndex, rankAxis: 0),
             Factor(baseLayer.Name, "lora_B", b, moduleIndex, rankAxis: 1),
-            Options.Scale, Options.Dropout, DropoutSeed);
+            Options.Scale, Options.Dropout, DropoutSeed)
+        {
+            CompactRankComponents = Options.Sparsity?.Granularity == FreezeGranularity.Row,
+        };
         loraModules.Add(module);
         return module;
     }

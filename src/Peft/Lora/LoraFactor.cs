@@ -59,6 +59,9 @@ internal sealed class SplitFactor : LoraFactor
 
     public Tensor Indices => indices;
 
+    /// <summary>Whether every frozen entry is zero (LoRA-SP's B until a redraw freezes trained entries).</summary>
+    public bool FrozenIsZero { get; private set; }
+
     public override Variable Compose() => Ops.ScatterAddFlat(Frozen, indices, Values);
 
     public override Tensor Value()
@@ -101,6 +104,9 @@ internal sealed class SplitFactor : LoraFactor
         backend.Affine(Values.Data, -1, 0, negated);
         // Subtracting the values at their own indices zeroes them exactly (x + (−x) = 0 in floating point).
         backend.ScatterAddFlat(Frozen.Data, indices, negated);
+        using var squares = Tensor.Empty([1], full.DType, full.Device);
+        backend.SumOfSquares(Frozen.Data, squares);
+        FrozenIsZero = squares.Item() == 0;
     }
 
     public override IReadOnlyList<Parameter> Trainable => [Values];

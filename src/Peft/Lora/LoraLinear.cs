@@ -31,10 +31,27 @@ public sealed class LoraLinear : AdaptedLinear
 
     public int Rank { get; }
 
+    /// <summary>
+    /// LoRA-SP with rank-component masks: frozen components whose B columns are zero add nothing, so the layer runs at the
+    /// trainable rank only. The trainable entries, in ascending flat order, are then exactly A's live rows [r', in] and
+    /// B's live columns [out, r'], so no scatter and no dense gradient of A or B is needed either.
+    /// </summary>
+    internal bool SkipsFrozenComponents => CompactRankComponents && A is SplitFactor && B is SplitFactor { FrozenIsZero: true };
+
+    internal bool CompactRankComponents { get; set; }
+
     protected override Variable AdaptedForward(Variable input)
     {
         ulong? seed = dropoutSeed(Dropout);
-        return Ops.LoraLinear(input, Weight, A.Compose(), B.Compose(), Scale, seed is null ? 0 : Dropout, seed ?? 0);
+        double dropout = seed is null ? 0 : Dropout;
+        if (SkipsFrozenComponents)
+        {
+            var liveA = ((SplitFactor)A).Values;
+            var liveB = ((SplitFactor)B).Values;
+            int liveRank = (int)(liveA.Data.ElementCount / InFeatures);
+            return Ops.LoraLinear(input, Weight, Ops.Reshape(liveA, liveRank, InFeatures), Ops.Reshape(liveB, OutFeatures, liveRank), Scale, dropout, seed ?? 0);
+        }
+        return Ops.LoraLinear(input, Weight, A.Compose(), B.Compose(), Scale, dropout, seed ?? 0);
     }
 
     public override Tensor DeltaWeight()
