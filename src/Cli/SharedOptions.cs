@@ -36,7 +36,7 @@ internal sealed class GlobalOptions
 
     public GlobalOptions()
     {
-        Device.AcceptOnlyFromAmong(DeviceSelection.Names);
+        OptionChecks.OneOf(Device, DeviceSelection.Names);
         OptionChecks.AtLeast(Threads, 1);
         OptionChecks.AtLeast(Seed, 0);
     }
@@ -56,7 +56,7 @@ internal sealed class TrainingFlags
     public TrainingFlags(double defaultLearningRate)
     {
         LearningRate = new("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => defaultLearningRate };
-        Schedule.AcceptOnlyFromAmong("linear", "cosine", "constant");
+        OptionChecks.OneOf(Schedule, "linear", "cosine", "constant");
         OptionChecks.AtLeast(Steps, 1);
         OptionChecks.AtLeast(BatchSize, 1);
         OptionChecks.AtLeast(SequenceLength, 2);
@@ -148,6 +148,16 @@ internal static class OptionChecks
     public static void Positive(Option<double> option) => Check(option, value => value > 0, "must be positive");
 
     public static void NotNegative(Option<double> option) => Check(option, value => value >= 0, "must not be negative");
+
+    /// <summary>
+    /// Accepts only <paramref name="values"/> (offered as completions and shown in help). Used instead of AcceptOnlyFromAmong,
+    /// whose error spreads the values over several lines and does not name the flag.
+    /// </summary>
+    public static void OneOf(Option<string> option, params string[] values)
+    {
+        option.CompletionSources.Add(values);
+        Check(option, values.Contains, $"must be one of {string.Join(", ", values)}");
+    }
 
     public static void Check<T>(Option<T> option, Func<T, bool> isValid, string requirement) =>
         option.Validators.Add(result =>

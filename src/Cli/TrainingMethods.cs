@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Engine.Model;
 using Engine.Peft;
 using Engine.Peft.Lora;
 using Engine.Peft.VbLora;
@@ -59,8 +60,8 @@ internal sealed class TrainingMethods
 
     public TrainingMethods()
     {
-        Method.AcceptOnlyFromAmong(Names);
-        Granularity.AcceptOnlyFromAmong("element", "row");
+        OptionChecks.OneOf(Method, Names);
+        OptionChecks.OneOf(Granularity, "element", "row");
         OptionChecks.AtLeast(Rank, 1);
         OptionChecks.AtLeast(RedrawEvery, 0);
         OptionChecks.AtLeast(VectorCount, 1);
@@ -95,7 +96,7 @@ internal sealed class TrainingMethods
             {
                 throw new UsageException($"--init-adapter {directory}: not an adapter folder (no {AdapterFiles.ConfigFileName})");
             }
-            return new AdapterTraining(name, model => AdapterFiles.Load(directory, model));
+            return new AdapterTraining(name, model => LoadInitialAdapter(directory, name, model));
         }
         var targets = TargetModules.Parse(parse.GetRequiredValue(Target)).WithLayers(parse.GetValue(Layers) is { Length: > 0 } layers ? layers : null);
         double dropout = parse.GetValue(Dropout);
@@ -137,5 +138,26 @@ internal sealed class TrainingMethods
                 : null,
         };
         return AdapterTraining.Fresh(name, () => new LoraAdapter(lora));
+    }
+
+    /// <summary>
+    /// The --init-adapter folder, attached to <paramref name="model"/>. Its config decides what trains, so an adapter of
+    /// another method than --method is refused: it would train under the wrong name in the notes and the checkpoint.
+    /// </summary>
+    private static Adapter LoadInitialAdapter(string directory, string method, LlamaModel model)
+    {
+        var adapter = AdapterFiles.Load(directory, model);
+        string saved = adapter switch
+        {
+            VbLoraAdapter => "vblora",
+            LoraAdapter { Options.Sparsity: not null } => "lora-sp",
+            _ => "lora",
+        };
+        if (saved != method)
+        {
+            adapter.Dispose();
+            throw new UsageException($"--init-adapter {directory}: holds a {saved} adapter, not {method}; continue it with --method {saved}");
+        }
+        return adapter;
     }
 }
