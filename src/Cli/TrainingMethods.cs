@@ -82,10 +82,43 @@ internal sealed class TrainingMethods
         }
     }
 
-    /// <summary>The method --method names, configured from the flags.</summary>
-    public ITrainingMethod Create(ParseResult parse, int seed)
+    /// <summary>The methods each adapter flag applies to: giving one to another method is an error, not silently ignored.</summary>
+    private IEnumerable<(Option Flag, string[] Methods)> Applicability()
+    {
+        string[] adapters = ["lora", "lora-sp", "vblora"], lora = ["lora", "lora-sp"], vblora = ["vblora"];
+        foreach (var flag in new Option[] { Target, Layers, Rank, Dropout })
+        {
+            yield return (flag, adapters);
+        }
+        foreach (var flag in new Option[] { Alpha, RsLora })
+        {
+            yield return (flag, lora);
+        }
+        foreach (var flag in new Option[] { FrozenFraction, Granularity, RedrawEvery })
+        {
+            yield return (flag, ["lora-sp"]);
+        }
+        foreach (var flag in new Option[] { VectorCount, VectorLength, TopK, BankLearningRate, LogitsLearningRate, BankInitBound, LogitsInitStd, SaveTopKOnly })
+        {
+            yield return (flag, vblora);
+        }
+    }
+
+    /// <summary>The method --method names, configured from the flags; <paramref name="baseModel"/> is written as base_model_name_or_path.</summary>
+    public ITrainingMethod Create(ParseResult parse, int seed, string baseModel)
     {
         string name = parse.GetRequiredValue(Method);
+        foreach (var (flag, methods) in Applicability())
+        {
+            if (parse.GetResult(flag) is { Implicit: false } && !methods.Contains(name))
+            {
+                throw new UsageException($"{flag.Name} applies to --method {string.Join(" or ", methods)}, not {name}");
+            }
+        }
+        if (parse.GetValue(InitAdapter) is not null && Applicability().FirstOrDefault(pair => parse.GetResult(pair.Flag) is { Implicit: false }).Flag is { } ignored)
+        {
+            throw new UsageException($"{ignored.Name}: --init-adapter continues an adapter with the settings in its config; drop {ignored.Name}");
+        }
         if (name == "full")
         {
             return parse.GetValue(InitAdapter) is null ? new FullFineTuning() : throw new UsageException("--init-adapter: only adapter methods (lora, lora-sp, vblora) continue an adapter");
@@ -96,7 +129,7 @@ internal sealed class TrainingMethods
             {
                 throw new UsageException($"--init-adapter {directory}: not an adapter folder (no {AdapterFiles.ConfigFileName})");
             }
-            return new AdapterTraining(name, model => LoadInitialAdapter(directory, name, model));
+            return new AdapterTraining(name, model => LoadInitialAdapter(directory, name, model)) { BaseModelNameOrPath = baseModel };
         }
         var targets = TargetModules.Parse(parse.GetRequiredValue(Target)).WithLayers(parse.GetValue(Layers) is { Length: > 0 } layers ? layers : null);
         double dropout = parse.GetValue(Dropout);
@@ -117,7 +150,7 @@ internal sealed class TrainingMethods
                 Targets = targets,
                 Seed = (ulong)seed,
             };
-            return AdapterTraining.Fresh(name, () => new VbLoraAdapter(options));
+            return AdapterTraining.Fresh(name, () => new VbLoraAdapter(options) { BaseModelNameOrPath = baseModel });
         }
         int rank = parse.GetValue(Rank) ?? LoraDefaults.Rank;
         var lora = new LoraOptions
@@ -137,7 +170,7 @@ internal sealed class TrainingMethods
                 }
                 : null,
         };
-        return AdapterTraining.Fresh(name, () => new LoraAdapter(lora));
+        return AdapterTraining.Fresh(name, () => new LoraAdapter(lora) { BaseModelNameOrPath = baseModel });
     }
 
     /// <summary>

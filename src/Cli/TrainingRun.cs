@@ -60,7 +60,8 @@ internal static class TrainingRun
         }
         var last = MetricsLog.Read(Path.Combine(output, "metrics.csv")).LastOrDefault();
         string losses = last is null ? "" : $"; final loss {last.Loss:F4}" + (last.EvalLoss is { } eval ? $", eval loss {eval:F4}" : "");
-        cli.Out.WriteLine($"{job.Phase}: {trainer.CompletedSteps} steps{losses}; model saved to {output}");
+        string result = job.Method is AdapterTraining training ? $"{training.Adapter.PeftType} adapter ({training.Adapter.TrainableParameterCount:N0} trained parameters)" : "model";
+        cli.Out.WriteLine($"{job.Phase}: {trainer.CompletedSteps} steps{losses}; {result} saved to {output}");
         return 0;
     }
 

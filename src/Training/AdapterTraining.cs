@@ -31,6 +31,9 @@ public sealed class AdapterTraining(string name, Func<LlamaModel, Adapter> attac
 
     public string Name => name;
 
+    /// <summary>Written as base_model_name_or_path when the attached adapter has none (e.g. one continued from a file).</summary>
+    public string? BaseModelNameOrPath { get; init; }
+
     /// <summary>The attached adapter (after <see cref="Attach"/>).</summary>
     public Adapter Adapter => adapter ?? throw new InvalidOperationException($"method '{name}' is not attached to a model yet");
 
@@ -40,6 +43,7 @@ public sealed class AdapterTraining(string name, Func<LlamaModel, Adapter> attac
     {
         adapter = attach(model);
         adapter.EnsureTrainable();
+        adapter.BaseModelNameOrPath ??= BaseModelNameOrPath;
         return adapter.ParameterGroups
             .Select(group => new ParameterGroup(group.Name, group.Parameters, group.LearningRate ?? options.LearningRate, group.WeightDecay ?? options.WeightDecay))
             .ToList();

@@ -24,7 +24,15 @@ internal static class DemoCommand
             Description = $"Methods to compare (default: all): {string.Join(", ", defaults.Methods.Select(method => method.Key))}.",
             AllowMultipleArgumentsPerToken = true,
         };
-        methods.AcceptOnlyFromAmong([.. defaults.Methods.Select(method => method.Key)]);
+        string[] methodKeys = [.. defaults.Methods.Select(method => method.Key)];
+        methods.CompletionSources.Add(methodKeys);
+        methods.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string[]>()?.FirstOrDefault(key => !methodKeys.Contains(key)) is { } unknown)
+            {
+                result.AddError($"--methods: unknown method '{unknown}'; known: {string.Join(", ", methodKeys)}");
+            }
+        });
         OptionChecks.AtLeast(pretrainSteps, 1);
         OptionChecks.AtLeast(fineTuneSteps, 1);
 
@@ -42,7 +50,7 @@ internal static class DemoCommand
                 throw new UsageException($"--device {device}: the demo runs on the cpu only in this build");
             }
             string outputDirectory = parse.GetRequiredValue(output);
-            var chosen = parse.GetValue(methods) is { Length: > 0 } keys ? keys : [.. defaults.Methods.Select(method => method.Key)];
+            var chosen = parse.GetValue(methods) is { Length: > 0 } keys ? keys : methodKeys;
             var runner = new DemoRunner(defaults with
             {
                 OutputDirectory = outputDirectory,

@@ -23,9 +23,13 @@ internal static class MergeCommand
             var (device, _) = cli.Prepare(parse);
             string modelDirectory = ModelFolder.Require(parse.GetRequiredValue(model), "--model");
             string outputDirectory = parse.GetRequiredValue(output);
-            if (Path.GetFullPath(outputDirectory).TrimEnd(Path.DirectorySeparatorChar) == Path.GetFullPath(modelDirectory).TrimEnd(Path.DirectorySeparatorChar))
+            if (SameFolder(outputDirectory, modelDirectory))
             {
                 throw new UsageException($"--out {outputDirectory}: is the base model's folder; write the merged model elsewhere so the base stays intact");
+            }
+            if (SameFolder(outputDirectory, parse.GetRequiredValue(adapter)))
+            {
+                throw new UsageException($"--out {outputDirectory}: is the adapter's folder; write the merged model elsewhere so the adapter stays intact");
             }
             using var llama = AdapterOption.LoadModel(cli, modelDirectory, parse.GetRequiredValue(adapter), device);
             Directory.CreateDirectory(outputDirectory);
@@ -36,4 +40,7 @@ internal static class MergeCommand
         });
         return command;
     }
+
+    private static bool SameFolder(string first, string second) =>
+        Path.GetFullPath(first).TrimEnd(Path.DirectorySeparatorChar) == Path.GetFullPath(second).TrimEnd(Path.DirectorySeparatorChar);
 }

@@ -23,8 +23,8 @@ internal static class TrainCommand
         command.SetAction(parse =>
         {
             var (device, seed) = cli.Prepare(parse);
-            var trainingMethod = methods.Create(parse, seed);
             string modelDirectory = ModelFolder.Require(parse.GetRequiredValue(model), "--model");
+            var trainingMethod = methods.Create(parse, seed, modelDirectory);
             var config = LlamaConfig.Load(Path.Combine(modelDirectory, "config.json"));
             var tokenizer = ModelFolder.TryLoadTokenizer(modelDirectory);
             var options = flags.ToTrainingOptions(parse, seed);

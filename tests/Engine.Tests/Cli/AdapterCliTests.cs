@@ -79,6 +79,8 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
         Assert.Equal(2, (int?)config["r"]);
         Assert.Equal(4.0, (double?)config["lora_alpha"]);
         Assert.Equal(["q_proj", "v_proj"], config["target_modules"]!.AsArray().Select(name => (string?)name));
+        Assert.Equal(Cli.Model, (string?)config["base_model_name_or_path"]);
+        Assert.Contains("LORA adapter (128 trained parameters) saved to", fixture.LoraTrain.Stdout);
 
         // The fixture model: hidden 16, 2 heads of 8 and no grouped-query attention, so q_proj and v_proj are both [16, 16].
         var tensors = ReadTensors(fixture.LoraAdapter);
@@ -221,6 +223,9 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
     [InlineData("lora", new[] { "'no_such_proj'" }, "--target", "no_such_proj")]
     [InlineData("vblora", new[] { "vector length 5", "model.layers.0.self_attn.q_proj" }, "--vector-length", "5")]
     [InlineData("vblora", new[] { "top-k", "4", "got 5" }, "--vector-length", "8", "--num-vectors", "4", "--topk", "5")]
+    [InlineData("lora", new[] { "--save-topk-only applies to --method vblora, not lora" }, "--save-topk-only")]
+    [InlineData("vblora", new[] { "--alpha applies to --method lora or lora-sp, not vblora" }, "--alpha", "4")]
+    [InlineData("full", new[] { "--rank applies to --method lora or lora-sp or vblora, not full" }, "--rank", "4")]
     public void BadAdapterFlagsExitWithOneLineNamingTheCulprit(string method, string[] expected, params string[] flags)
     {
         string output = Path.Combine(Cli.Root, "never");
@@ -259,6 +264,8 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
         Assert.Equal(4.0, (double?)config["lora_alpha"]);
         Assert.Equal(ReadTensors(fixture.LoraAdapter).Keys.Order(), ReadTensors(continued).Keys.Order());
 
+        CliRun.Invoke(Train(Cli, Path.Combine(Cli.Root, "never"), "lora", 1, "--init-adapter", fixture.LoraAdapter, "--rank", "4"))
+            .FailedWithOneLine("--rank", "settings in its config");
         foreach (string method in new[] { "vblora", "lora-sp" })
         {
             var run = CliRun.Invoke(Train(Cli, Path.Combine(Cli.Root, "never"), method, 1, "--init-adapter", fixture.LoraAdapter));
@@ -275,6 +282,8 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
             var run = CliRun.Invoke("merge", "--model", Cli.Model, "--adapter", fixture.LoraAdapter, "--out", output);
             run.FailedWithOneLine("--out", "base model");
         }
+        CliRun.Invoke("merge", "--model", Cli.Model, "--adapter", fixture.LoraAdapter, "--out", fixture.LoraAdapter).FailedWithOneLine("--out", "adapter's folder");
+        Assert.False(File.Exists(Path.Combine(fixture.LoraAdapter, "model.safetensors")));
         Assert.Equal(fixture.BaseWeightsHash, Hash(Path.Combine(Cli.Model, "model.safetensors")));
     }
 }
