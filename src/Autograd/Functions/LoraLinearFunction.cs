@@ -5,10 +5,12 @@ namespace Engine.Autograd.Functions;
 /// B [out, r]. B·A is never formed. Forward keeps x and the small x̃Aᵀ [n, r]; the dropout mask is regenerated from its
 /// seed in backward, so x̃ is not stored. Backward, with g = ∂L/∂y and gB = g B [n, r]:
 /// dA = s · gBᵀ x̃, dB = s · gᵀ (x̃ Aᵀ), dx = g W + s · dropoutᵀ(gB A), dW = gᵀ x (only when W trains).
+/// The rank-wide products are computed transposed (P = x̃Aᵀ as A x̃ᵀ [r, n], gB as Bᵀgᵀ [r, n], dB as (Pᵀ g)ᵀ): a GEMM whose
+/// output has r ≤ 16 columns leaves most of the SGEMM micro-kernel's 64-wide tile idle, while r rows fill its 6-row tiles.
 /// </summary>
 internal sealed class LoraLinearFunction(double scale, double dropout, ulong seed) : Function
 {
-    private Tensor? input, weight, loraA, loraB, projected;
+    private Tensor? input, weight, loraA, loraB, projectedTransposed;
     private int[] inputShape = [];
 
     public override string Name => "LoraLinear";
@@ -37,21 +39,22 @@ internal sealed class LoraLinearFunction(double scale, double dropout, ulong see
             backend.MatMul(rows, weightTransposed, resultRows, 1, 0);
         }
         using var dropped = function.DropOut(rows);
-        using var projectedRows = Tensor.Empty([rows.Dim(0), rank], x.DType, x.Device);
-        using (var aTransposed = a.Data.Transpose(0, 1))
+        using var projectedTransposed = Tensor.Empty([rank, rows.Dim(0)], x.DType, x.Device);
+        using (var droppedTransposed = dropped.Transpose(0, 1))
         {
-            backend.MatMul(dropped, aTransposed, projectedRows, 1, 0);
+            backend.MatMul(a.Data, droppedTransposed, projectedTransposed, 1, 0);
         }
+        using (var projected = projectedTransposed.Transpose(0, 1))
         using (var bTransposed = b.Data.Transpose(0, 1))
         {
             // y += s · (x̃ Aᵀ) Bᵀ, accumulated into the base output (beta = 1).
-            backend.MatMul(projectedRows, bTransposed, resultRows, scale, 1);
+            backend.MatMul(projected, bTransposed, resultRows, scale, 1);
         }
         function.input = function.Save(rows);
         function.weight = function.Save(w.Data);
         function.loraA = function.Save(a.Data);
         function.loraB = function.Save(b.Data);
-        function.projected = function.Save(projectedRows);
+        function.projectedTransposed = function.Save(projectedTransposed);
         return function.Finish(result, x, w, a, b);
     }
 
@@ -72,8 +75,13 @@ internal sealed class LoraLinearFunction(double scale, double dropout, ulong see
         using var gradient = outputGrad.Reshape(-1, weight!.Dim(0));
         var backend = gradient.Backend;
         int tokens = gradient.Dim(0), rank = loraA!.Dim(0);
-        using var gradientB = Tensor.Empty([tokens, rank], gradient.DType, gradient.Device);
-        backend.MatMul(gradient, loraB!, gradientB, 1, 0);
+        using var gradientBTransposed = Tensor.Empty([rank, tokens], gradient.DType, gradient.Device);
+        using (var bTransposed = loraB!.Transpose(0, 1))
+        using (var gradientTransposed = gradient.Transpose(0, 1))
+        {
+            backend.MatMul(bTransposed, gradientTransposed, gradientBTransposed, 1, 0);
+        }
+        using var gradientB = gradientBTransposed.Transpose(0, 1);
         Tensor? inputGrad = null, weightGrad = null, aGrad = null, bGrad = null;
         if (needsGrad[0])
         {
@@ -102,15 +110,15 @@ internal sealed class LoraLinearFunction(double scale, double dropout, ulong see
         if (needsGrad[2])
         {
             using var dropped = DropOut(input!);
-            using var gradientBTransposed = gradientB.Transpose(0, 1);
             aGrad = Tensor.Empty(loraA.Shape, gradient.DType, gradient.Device);
             backend.MatMul(gradientBTransposed, dropped, aGrad, scale, 0);
         }
         if (needsGrad[3])
         {
-            using var gradientTransposed = gradient.Transpose(0, 1);
-            bGrad = Tensor.Empty(loraB!.Shape, gradient.DType, gradient.Device);
-            backend.MatMul(gradientTransposed, projected!, bGrad, scale, 0);
+            using var bGradTransposed = Tensor.Empty([rank, weight.Dim(0)], gradient.DType, gradient.Device);
+            backend.MatMul(projectedTransposed!, gradient, bGradTransposed, scale, 0);
+            using var bGradView = bGradTransposed.Transpose(0, 1);
+            bGrad = bGradView.Contiguous();
         }
         return [inputGrad?.Reshape(inputShape), weightGrad, aGrad, bGrad];
     }
