@@ -132,6 +132,30 @@ public class TopKAdmixtureTests
         }
     }
 
+    /// <summary>
+    /// Rows of 37 entries drawn from four values (ties everywhere), long enough that the selection skips whole vectors:
+    /// the chosen indices must be those of a full sort by descending value, then ascending index.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(DTypes))]
+    public void ManyTiesSelectAsAFullSortByValueThenIndex(DType dtype)
+    {
+        const int rowCount = 50, vectorCount = 37;
+        var random = new Random(23);
+        var logits = Enumerable.Range(0, rowCount * vectorCount).Select(_ => (double)random.Next(4)).ToArray();
+        using var scope = new TensorScope();
+        var bank = Tensor.Zeros([vectorCount, 3], dtype);
+        foreach (int topK in new[] { 1, 2, 4, 9 })
+        {
+            var (_, indices, _) = Forward(Tensor.FromArray<double>(logits, [rowCount, vectorCount]).To(dtype), bank, topK);
+            for (int row = 0; row < rowCount; row++)
+            {
+                var expected = Enumerable.Range(0, vectorCount).OrderByDescending(i => logits[row * vectorCount + i]).ThenBy(i => i).Take(topK).ToArray();
+                Assert.Equal(expected, indices[(row * topK)..((row + 1) * topK)]);
+            }
+        }
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(-1)]

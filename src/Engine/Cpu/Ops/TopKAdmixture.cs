@@ -78,25 +78,51 @@ public sealed unsafe partial class CpuBackend
     /// </summary>
     private static void SelectTopK<T>(ReadOnlySpan<T> row, Span<int> indices, Span<T> values) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
-        int topK = indices.Length, filled = 0;
-        for (int index = 0; index < row.Length; index++)
+        int topK = indices.Length;
+        for (int index = 0; index < topK; index++)
         {
-            T value = row[index];
-            if (filled == topK && !(value > values[topK - 1]))
-            {
-                continue;
-            }
-            // Start at the first free slot, or overwrite the smallest when all k are filled, and bubble towards the front.
-            int slot = filled < topK ? filled++ : topK - 1;
-            while (slot > 0 && value > values[slot - 1])
-            {
-                values[slot] = values[slot - 1];
-                indices[slot] = indices[slot - 1];
-                slot--;
-            }
-            values[slot] = value;
-            indices[slot] = index;
+            InsertIntoSlots(row[index], index, index, indices, values);
         }
+        // Once the slots are full, an entry enters only if it beats the k-th value. Few do, so whole vectors holding none
+        // are skipped with one comparison; a vector holding one is walked in order, as the scalar tail is.
+        T threshold = values[topK - 1];
+        int position = topK;
+        for (; position <= row.Length - Vector<T>.Count; position += Vector<T>.Count)
+        {
+            if (Vector.GreaterThanAny(new Vector<T>(row[position..]), new Vector<T>(threshold)))
+            {
+                threshold = InsertBeyondThreshold(row, position, position + Vector<T>.Count, threshold, indices, values);
+            }
+        }
+        InsertBeyondThreshold(row, position, row.Length, threshold, indices, values);
+    }
+
+    /// <summary>Inserts each entry of row[start..end) above the k-th value (dropping the smallest); returns the new k-th value.</summary>
+    private static T InsertBeyondThreshold<T>(ReadOnlySpan<T> row, int start, int end, T threshold, Span<int> indices, Span<T> values)
+        where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        for (int index = start; index < end; index++)
+        {
+            if (row[index] > threshold)
+            {
+                InsertIntoSlots(row[index], index, indices.Length - 1, indices, values);
+                threshold = values[^1];
+            }
+        }
+        return threshold;
+    }
+
+    /// <summary>Writes (value, index) at <paramref name="slot"/> and bubbles it ahead of every strictly smaller value.</summary>
+    private static void InsertIntoSlots<T>(T value, int index, int slot, Span<int> indices, Span<T> values) where T : unmanaged, IBinaryFloatingPointIeee754<T>
+    {
+        while (slot > 0 && value > values[slot - 1])
+        {
+            values[slot] = values[slot - 1];
+            indices[slot] = indices[slot - 1];
+            slot--;
+        }
+        values[slot] = value;
+        indices[slot] = index;
     }
 
     /// <summary>Softmax in place over a few values sorted in descending order (so the first is the max, and finite).</summary>
