@@ -41,9 +41,18 @@ public sealed class AdapterTraining(string name, Func<LlamaModel, Adapter> attac
 
     public IReadOnlyList<ParameterGroup> Attach(LlamaModel model, TrainingOptions options)
     {
-        adapter = attach(model);
-        adapter.EnsureTrainable();
-        adapter.BaseModelNameOrPath ??= BaseModelNameOrPath;
+        var attached = attach(model);
+        try
+        {
+            attached.EnsureTrainable();
+        }
+        catch
+        {
+            attached.Dispose();
+            throw;
+        }
+        attached.BaseModelNameOrPath ??= BaseModelNameOrPath;
+        adapter = attached;
         return adapter.ParameterGroups
             .Select(group => new ParameterGroup(group.Name, group.Parameters, group.LearningRate ?? options.LearningRate, group.WeightDecay ?? options.WeightDecay))
             .ToList();

@@ -1,9 +1,15 @@
 using System.Text.RegularExpressions;
 using Engine.Autograd;
+using Engine.Model;
+using Engine.Peft;
+using Engine.Peft.Lora;
+using Engine.Tests.Support;
+using Engine.Training;
+using Engine.Training.Data;
 
 namespace Engine.Tests;
 
-/// <summary>The README's embedding example, compiled and run here; a second test checks the README still shows this exact code.</summary>
+/// <summary>The README's embedding examples, compiled and run here; a second test checks the README still shows this exact code.</summary>
 public class ReadmeExampleTests
 {
     [Fact]
@@ -30,14 +36,42 @@ public class ReadmeExampleTests
     }
 
     [Fact]
-    public void ReadmeShowsTheTestedExample()
+    public void LoraExampleTrainsAndWritesAPeftAdapter()
     {
-        string root = Support.RepositoryPaths.Root;
+        using var folder = new TemporaryDirectory();
+        string modelDirectory = RepositoryPaths.Fixture("llama-tiny");
+        string dataPath = Path.Combine(folder.Path, "data.jsonl");
+        string adapterDirectory = Path.Combine(folder.Path, "adapter");
+        var random = new Random(3);
+        File.WriteAllLines(dataPath, Enumerable.Range(0, 16).Select(_ => $"{{\"input_ids\": [{string.Join(", ", Enumerable.Range(0, 8).Select(_ => random.Next(48)))}]}}"));
+        // README-EXAMPLE-BEGIN
+        using var model = LlamaModel.Load(modelDirectory);
+        var data = JsonlDataset.Load(dataPath, tokenizer: null);      // {"input_ids": [...]} lines; pass a tokenizer for text
+        var batches = new BatcherSource(new Batcher(data, new BatcherOptions { BatchSize = 4, SequenceLength = 8 }));
+        var lora = AdapterTraining.Fresh("lora", () => new LoraAdapter(new LoraOptions
+        {
+            Rank = 4, Alpha = 8, Targets = TargetModules.FromNames("q_proj", "v_proj"),
+        }));
+        using var trainer = new Trainer(model, lora, batches, new TrainingOptions { MaxSteps = 20, LearningRate = 1e-2 });
+        var history = trainer.Train();                                 // the base stays frozen; only A and B train
+        lora.SaveResult(model, adapterDirectory);                      // adapter_config.json + adapter_model.safetensors (peft)
+        // README-EXAMPLE-END
+        Assert.True(history[^1].Loss < history[0].Loss, $"loss went from {history[0].Loss} to {history[^1].Loss}");
+        Assert.True(AdapterFiles.IsAdapterDirectory(adapterDirectory));
+    }
+
+    [Fact]
+    public void ReadmeShowsTheTestedExamples()
+    {
+        string root = RepositoryPaths.Root;
         string source = File.ReadAllText(Path.Combine(root, "tests", "Engine.Tests", "ReadmeExampleTests.cs"));
         string readme = File.ReadAllText(Path.Combine(root, "README.md"));
-        var match = Regex.Match(source, @"// README-EXAMPLE-BEGIN\r?\n(.*?)\s*// README-EXAMPLE-END", RegexOptions.Singleline);
-        Assert.True(match.Success);
+        var matches = Regex.Matches(source, @"// README-EXAMPLE-BEGIN\r?\n(.*?)\s*// README-EXAMPLE-END", RegexOptions.Singleline);
+        Assert.Equal(2, matches.Count);
         static string Normalize(string code) => string.Join("\n", code.Split('\n').Select(line => line.Trim()).Where(line => line.Length > 0));
-        Assert.Contains(Normalize(match.Groups[1].Value), Normalize(readme));
+        foreach (Match match in matches)
+        {
+            Assert.Contains(Normalize(match.Groups[1].Value), Normalize(readme));
+        }
     }
 }
