@@ -115,7 +115,10 @@ internal sealed class TrainingMethods
                 throw new UsageException($"{flag.Name} applies to --method {string.Join(" or ", methods)}, not {name}");
             }
         }
-        if (parse.GetValue(InitAdapter) is not null && Applicability().FirstOrDefault(pair => parse.GetResult(pair.Flag) is { Implicit: false }).Flag is { } ignored)
+        // Learning rates and the file layout are choices of this run; everything else comes from the adapter's config.
+        Option[] runChoices = [BankLearningRate, LogitsLearningRate, SaveTopKOnly];
+        if (parse.GetValue(InitAdapter) is not null
+            && Applicability().FirstOrDefault(pair => !runChoices.Contains(pair.Flag) && parse.GetResult(pair.Flag) is { Implicit: false }).Flag is { } ignored)
         {
             throw new UsageException($"{ignored.Name}: --init-adapter continues an adapter with the settings in its config; drop {ignored.Name}");
         }
@@ -129,7 +132,18 @@ internal sealed class TrainingMethods
             {
                 throw new UsageException($"--init-adapter {directory}: not an adapter folder (no {AdapterFiles.ConfigFileName})");
             }
-            return new AdapterTraining(name, model => LoadInitialAdapter(directory, name, model)) { BaseModelNameOrPath = baseModel };
+            double bankRate = parse.GetValue(BankLearningRate), logitsRate = parse.GetValue(LogitsLearningRate);
+            bool topKOnly = parse.GetValue(SaveTopKOnly);
+            return new AdapterTraining(name, model =>
+            {
+                var adapter = LoadInitialAdapter(directory, name, model);
+                if (adapter is VbLoraAdapter vbLora)
+                {
+                    vbLora.SetLearningRates(bankRate, logitsRate);
+                    vbLora.SaveOnlyTopKWeights |= topKOnly;
+                }
+                return adapter;
+            }) { BaseModelNameOrPath = baseModel };
         }
         var targets = TargetModules.Parse(parse.GetRequiredValue(Target)).WithLayers(parse.GetValue(Layers) is { Length: > 0 } layers ? layers : null);
         double dropout = parse.GetValue(Dropout);

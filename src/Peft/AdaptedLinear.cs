@@ -36,7 +36,10 @@ public abstract class AdaptedLinear(ILinearLayer baseLayer) : ILinearLayer
         {
             throw new InvalidOperationException($"{Name}: the adapter is already merged into the base weight");
         }
-        AddDelta(1);
+        using (var merged = ShiftedWeight(1))
+        {
+            Weight.Data.CopyFrom(merged);
+        }
         IsMerged = true;
     }
 
@@ -46,29 +49,42 @@ public abstract class AdaptedLinear(ILinearLayer baseLayer) : ILinearLayer
         {
             throw new InvalidOperationException($"{Name}: the adapter is not merged, so there is nothing to unmerge");
         }
-        AddDelta(-1);
+        using (var unmerged = ShiftedWeight(-1))
+        {
+            Weight.Data.CopyFrom(unmerged);
+        }
         IsMerged = false;
     }
 
-    /// <summary>W ± ΔW, checked finite before the base weight is touched (a non-finite merge would silently ruin the model).</summary>
-    private void AddDelta(double sign)
+    /// <summary>Throws unless W + ΔW is finite (checked for every module before any weight changes).</summary>
+    internal void CheckMergeable()
+    {
+        using var merged = ShiftedWeight(1);
+    }
+
+    /// <summary>
+    /// W ± ΔW as a new tensor, checked finite (a non-finite merge would silently ruin the model) by one Σx² on the device.
+    /// </summary>
+    private Tensor ShiftedWeight(double sign)
     {
         using var scope = new TensorScope();
         using var noGrad = GradMode.NoGrad();
         var weight = Weight.Data;
-        using var delta = DeltaWeight();
-        using var result = Tensor.Empty(weight.Shape, weight.DType, weight.Device);
-        using var deltaCast = delta.To(weight.DType);
+        var delta = DeltaWeight();
+        var deltaCast = delta.To(weight.DType);
         weight.Backend.Affine(deltaCast, sign, 0, deltaCast);
+        var result = Tensor.Empty(weight.Shape, weight.DType, weight.Device);
         weight.Backend.Binary(BinaryOp.Add, weight, deltaCast, result);
-        using var onHost = result.To(Device.Cpu);
-        using var check = onHost.To(DType.Float64);
-        int badIndex = Array.FindIndex(check.ToArray<double>(), value => !double.IsFinite(value));
-        if (badIndex >= 0)
+        // Scaled by 2^-100 (exact) so that no finite entry can overflow the sum; NaN and ±∞ survive the scaling.
+        var scaled = Tensor.Empty(weight.Shape, weight.DType, weight.Device);
+        weight.Backend.Affine(result, Math.Pow(2, -100), 0, scaled);
+        var squares = Tensor.Empty([1], weight.DType, weight.Device);
+        weight.Backend.SumOfSquares(scaled, squares);
+        if (!double.IsFinite(squares.Item()))
         {
-            throw new InvalidOperationException($"{Name}: {(sign > 0 ? "merging" : "unmerging")} the adapter would make the weight non-finite " +
-                $"(element {badIndex} of {weight.ShapeString}); the base weight was left unchanged");
+            throw new InvalidOperationException($"{Name}: {(sign > 0 ? "merging" : "unmerging")} the adapter would make the weight {weight.ShapeString} " +
+                "non-finite (NaN or infinity in ΔW); no base weight was changed");
         }
-        weight.CopyFrom(result);
+        return scope.Keep(result);
     }
 }

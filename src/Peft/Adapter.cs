@@ -20,6 +20,7 @@ public abstract class Adapter : IDisposable
 {
     private readonly List<AdaptedLinear> modules = [];
     private LlamaModel? model;
+    private List<bool> baseTrainable = [];
     private int currentStep;
     private ulong forwardCount;
 
@@ -41,8 +42,6 @@ public abstract class Adapter : IDisposable
     public string? BaseModelNameOrPath { get; set; }
 
     public IReadOnlyList<AdaptedLinear> Modules => modules;
-
-    public bool IsAttached => model is not null;
 
     public LlamaModel Model => model ?? throw new InvalidOperationException($"the {PeftType} adapter is not attached to a model");
 
@@ -86,6 +85,7 @@ public abstract class Adapter : IDisposable
         {
             target.ReplaceLinear(module.Name, _ => module);
         }
+        baseTrainable = target.Parameters.Select(parameter => parameter.Trainable).ToList();
         target.SetBaseTrainable(false);
         model = target;
     }
@@ -102,6 +102,16 @@ public abstract class Adapter : IDisposable
             }
             target.ReplaceLinear(module.Name, _ => module.Base);
         }
+        RestoreBaseTrainable(target);
+    }
+
+    /// <summary>The base parameters train again if they did before the adapter froze them.</summary>
+    private void RestoreBaseTrainable(LlamaModel target)
+    {
+        foreach (var (parameter, trainable) in target.Parameters.Zip(baseTrainable))
+        {
+            parameter.Trainable = trainable;
+        }
         model = null;
     }
 
@@ -112,6 +122,10 @@ public abstract class Adapter : IDisposable
     public void MergeAndUnload()
     {
         var target = Model;
+        foreach (var module in modules.Where(module => !module.IsMerged))
+        {
+            module.CheckMergeable();
+        }
         foreach (var module in modules)
         {
             if (!module.IsMerged)
@@ -120,7 +134,7 @@ public abstract class Adapter : IDisposable
             }
             target.ReplaceLinear(module.Name, _ => module.Base);
         }
-        model = null;
+        RestoreBaseTrainable(target);
     }
 
     /// <summary>Validates the targets' shapes and creates shared parameters (VB-LoRA's bank) before any layer is wrapped.</summary>
@@ -130,9 +144,20 @@ public abstract class Adapter : IDisposable
 
     protected abstract AdaptedLinear CreateModule(ILinearLayer baseLayer, int moduleIndex);
 
-    /// <summary>Folds every module's ΔW into its base weight (W += ΔW), so inference runs at the base model's speed.</summary>
+    /// <summary>
+    /// Folds every module's ΔW into its base weight (W += ΔW), so inference runs at the base model's speed. All modules
+    /// are checked first, so a non-finite ΔW anywhere leaves every weight unchanged.
+    /// </summary>
     public void Merge()
     {
+        if (modules.FirstOrDefault(module => module.IsMerged) is { } merged)
+        {
+            throw new InvalidOperationException($"{merged.Name}: the adapter is already merged into the base weight");
+        }
+        foreach (var module in modules)
+        {
+            module.CheckMergeable();
+        }
         foreach (var module in modules)
         {
             module.Merge();
@@ -141,6 +166,10 @@ public abstract class Adapter : IDisposable
 
     public void Unmerge()
     {
+        if (modules.FirstOrDefault(module => !module.IsMerged) is { } unmerged)
+        {
+            throw new InvalidOperationException($"{unmerged.Name}: the adapter is not merged, so there is nothing to unmerge");
+        }
         foreach (var module in modules)
         {
             module.Unmerge();
@@ -184,6 +213,17 @@ public abstract class Adapter : IDisposable
     {
         var (first, second) = Philox.Block(seed + stream * 0x9E3779B97F4A7C15UL, index);
         return ((ulong)first << 32) | second;
+    }
+
+    /// <summary>
+    /// The settings a training checkpoint must have been made with (the adapter config without the base model's path):
+    /// resuming with other ones (another LoRA-SP mask seed or granularity, another rank...) would silently scramble state.
+    /// </summary>
+    public string ResumeSignature()
+    {
+        var config = Config();
+        config.Remove("base_model_name_or_path");
+        return config.ToJsonString();
     }
 
     /// <summary>Writes adapter_model.safetensors then adapter_config.json into <paramref name="directory"/>, each atomically.</summary>

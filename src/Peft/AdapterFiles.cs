@@ -129,28 +129,66 @@ public sealed class AdapterConfig
         var node = root["target_modules"] ?? throw new InvalidDataException($"{Path}: field 'target_modules' is required");
         var targets = node switch
         {
-            JsonArray list => TargetModules.FromNames(list.Select(item => item?.GetValue<string>() ?? "")),
+            JsonArray list => TargetModules.FromNames(list.Select(item => item is JsonValue value && value.TryGetValue<string>(out var name)
+                ? name
+                : throw new InvalidDataException($"{Path}: field 'target_modules' must list strings, found {item?.ToJsonString() ?? "null"}"))),
             JsonValue value when value.TryGetValue<string>(out var text) => text == TargetModules.AllLinearName ? TargetModules.AllLinear : TargetModules.FromPattern(text),
             _ => throw new InvalidDataException($"{Path}: field 'target_modules' must be a list of names or a regex string"),
         };
-        return targets.WithLayers(Layers());
+        try
+        {
+            return targets.WithLayers(Layers());
+        }
+        catch (ArgumentException error)
+        {
+            throw new InvalidDataException($"{Path}: {error.Message}");
+        }
     }
 
     /// <summary>layers_to_transform: null, one index or a list.</summary>
     private IReadOnlyList<int>? Layers() => root["layers_to_transform"] switch
     {
         null => null,
-        JsonArray list => list.Select(item => item?.GetValue<int>() ?? throw new InvalidDataException($"{Path}: layers_to_transform holds a null")).ToList(),
+        JsonArray list => list.Select(item => item is JsonValue value && value.TryGetValue<int>(out var layer)
+            ? layer
+            : throw new InvalidDataException($"{Path}: field 'layers_to_transform' must list integers, found {item?.ToJsonString() ?? "null"}")).ToList(),
         JsonValue value when value.TryGetValue<int>(out var layer) => [layer],
         _ => throw new InvalidDataException($"{Path}: field 'layers_to_transform' must be null, an integer or a list of integers"),
     };
 
+    /// <summary>An enum-valued string field, matched by name only (case-insensitive; numbers are not names).</summary>
+    public TEnum Enum<TEnum>(string field, TEnum fallback) where TEnum : struct, System.Enum
+    {
+        string? text = String(field);
+        if (text is null)
+        {
+            return fallback;
+        }
+        var match = System.Enum.GetNames<TEnum>().FirstOrDefault(name => string.Equals(name, text, StringComparison.OrdinalIgnoreCase));
+        return match is not null
+            ? System.Enum.Parse<TEnum>(match)
+            : throw new InvalidDataException($"{Path}: field '{field}' must be one of {string.Join(", ", System.Enum.GetNames<TEnum>().Select(name => name.ToLowerInvariant()))}, got \"{text}\"");
+    }
+
     /// <summary>Refuses a field whose value asks for something this engine does not implement (rather than ignoring it).</summary>
     public void Unsupported(string field, Func<JsonNode, bool> isDefault, string why)
     {
-        if (root[field] is { } node && !isDefault(node))
+        if (root[field] is { } node && !IsDefault(node, isDefault))
         {
             throw new InvalidDataException($"{Path}: {field} = {node.ToJsonString()} is not supported: {why}");
+        }
+    }
+
+    /// <summary>A value of an unexpected JSON type is not the default either (and gets the same clear error).</summary>
+    private static bool IsDefault(JsonNode node, Func<JsonNode, bool> isDefault)
+    {
+        try
+        {
+            return isDefault(node);
+        }
+        catch (Exception error) when (error is InvalidOperationException or FormatException)
+        {
+            return false;
         }
     }
 

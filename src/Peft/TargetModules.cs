@@ -64,7 +64,10 @@ public sealed partial class TargetModules
     public static TargetModules Parse(string text) =>
         text.StartsWith("regex:", StringComparison.Ordinal) ? FromPattern(text["regex:".Length..]) : FromNames(text.Split(','));
 
-    public TargetModules WithLayers(IReadOnlyList<int>? layers) => new(Names, Pattern, layers is null ? null : layers.Distinct().Order().ToList());
+    /// <summary>Restricts to some decoder layers. peft refuses layers_to_transform with a regex (the regex decides alone), so this does too.</summary>
+    public TargetModules WithLayers(IReadOnlyList<int>? layers) => layers is not null && Pattern is not null
+        ? throw new ArgumentException($"target modules: a layer restriction cannot be combined with the regex '{Pattern}' (peft refuses it too); put the layers in the regex")
+        : new(Names, Pattern, layers is null ? null : layers.Distinct().Order().ToList());
 
     /// <summary>
     /// The module paths of <paramref name="model"/> this selects, in model order. Every listed name must match at least one

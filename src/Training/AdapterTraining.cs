@@ -39,6 +39,8 @@ public sealed class AdapterTraining(string name, Func<LlamaModel, Adapter> attac
 
     public IReadOnlyList<Parameter> StateParameters => Adapter.Parameters;
 
+    public string Settings => Adapter.ResumeSignature();
+
     public IReadOnlyList<ParameterGroup> Attach(LlamaModel model, TrainingOptions options)
     {
         var attached = attach(model);

@@ -61,11 +61,21 @@ public sealed class Trainer : IDisposable
         {
             return false;
         }
-        var state = TrainingCheckpoint.Load(directory, method.StateParameters, optimizer);
-        if (state.Method != method.Name)
+        var saved = TrainingCheckpoint.ReadState(directory);
+        if (saved.Method != method.Name)
         {
-            throw new InvalidDataException($"{directory}: the checkpoint was made by method '{state.Method}', not '{method.Name}'");
+            throw new InvalidDataException($"{directory}: the checkpoint was made by method '{saved.Method}', not '{method.Name}'");
         }
+        if (saved.Seed != Options.Seed)
+        {
+            throw new InvalidDataException($"{directory}: the checkpoint was made with seed {saved.Seed}, this run has seed {Options.Seed}; resume with the same seed");
+        }
+        if (saved.Settings != method.Settings)
+        {
+            throw new InvalidDataException($"{directory}: the checkpoint was made with other '{method.Name}' settings; resume with the same ones " +
+                $"(checkpoint: {saved.Settings}; now: {method.Settings})");
+        }
+        var state = TrainingCheckpoint.Load(directory, method.StateParameters, optimizer);
         trainBatches.RestoreState(state.DataState);
         CompletedSteps = state.Step;
         method.Resumed(state.Step);
@@ -155,7 +165,7 @@ public sealed class Trainer : IDisposable
         {
             throw new InvalidOperationException("checkpoints need TrainingOptions.OutputDirectory");
         }
-        TrainingCheckpoint.Save(directory, method.StateParameters, optimizer, new TrainingCheckpoint.State(CompletedSteps, trainBatches.SaveState(), method.Name, Options.Seed));
+        TrainingCheckpoint.Save(directory, method.StateParameters, optimizer, new TrainingCheckpoint.State(CompletedSteps, trainBatches.SaveState(), method.Name, Options.Seed, method.Settings));
     }
 
     public void Dispose() => optimizer.Dispose();

@@ -14,7 +14,8 @@ public static class TrainingCheckpoint
 {
     private const string ParametersFile = "parameters.safetensors", OptimizerFile = "optimizer.safetensors", StateFile = "state.json";
 
-    public sealed record State(int Step, string DataState, string Method, ulong Seed);
+    /// <param name="Settings">The method's settings that must match to resume (<see cref="ITrainingMethod.Settings"/>).</param>
+    public sealed record State(int Step, string DataState, string Method, ulong Seed, string Settings = "");
 
     public static void Save(string directory, IReadOnlyList<Parameter> parameters, AdamW optimizer, State state)
     {
@@ -49,12 +50,17 @@ public static class TrainingCheckpoint
 
     public static bool Exists(string directory) => File.Exists(Path.Combine(directory, StateFile));
 
+    /// <summary>The saved step, data position, method and settings (read before anything is restored, to check they fit).</summary>
+    public static State ReadState(string directory)
+    {
+        string statePath = Path.Combine(directory, StateFile);
+        return JsonSerializer.Deserialize<State>(File.ReadAllText(statePath)) ?? throw new InvalidDataException($"{statePath}: empty training state");
+    }
+
     /// <summary>Restores parameter values and optimizer moments; returns the saved state.</summary>
     public static State Load(string directory, IReadOnlyList<Parameter> parameters, AdamW optimizer)
     {
-        string statePath = Path.Combine(directory, StateFile);
-        var state = JsonSerializer.Deserialize<State>(File.ReadAllText(statePath))
-            ?? throw new InvalidDataException($"{statePath}: empty training state");
+        var state = ReadState(directory);
         string parametersPath = Path.Combine(directory, ParametersFile);
         using (var file = SafetensorsFile.Open(parametersPath))
         {

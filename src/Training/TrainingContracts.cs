@@ -28,6 +28,9 @@ public interface ITrainingMethod
     /// <summary>Prepares the model (freezing, inserting adapters) and returns the optimizer's parameter groups.</summary>
     IReadOnlyList<ParameterGroup> Attach(LlamaModel model, TrainingOptions options);
 
+    /// <summary>Settings a checkpoint records and a resume must match (an adapter's config); empty when nothing beyond the name matters.</summary>
+    string Settings => "";
+
     /// <summary>Parameters whose values a training checkpoint stores (everything that changes during training).</summary>
     IReadOnlyList<Parameter> StateParameters { get; }
 

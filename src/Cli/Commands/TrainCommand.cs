@@ -24,6 +24,18 @@ internal static class TrainCommand
         {
             var (device, seed) = cli.Prepare(parse);
             string modelDirectory = ModelFolder.Require(parse.GetRequiredValue(model), "--model");
+            if (parse.GetRequiredValue(methods.Method) == "vblora")
+            {
+                // VB-LoRA's groups carry their own rates and no weight decay (its paper's setting).
+                if (parse.GetResult(flags.LearningRate) is { Implicit: false })
+                {
+                    throw new UsageException("--lr does not apply to --method vblora: its bank and logits train at --bank-lr and --logits-lr");
+                }
+                if (parse.GetResult(flags.WeightDecay) is { Implicit: false })
+                {
+                    throw new UsageException("--weight-decay does not apply to --method vblora: the bank and logits train without weight decay, as in its paper");
+                }
+            }
             var trainingMethod = methods.Create(parse, seed, modelDirectory);
             var config = LlamaConfig.Load(Path.Combine(modelDirectory, "config.json"));
             var tokenizer = ModelFolder.TryLoadTokenizer(modelDirectory);

@@ -110,6 +110,11 @@ public sealed class LoraAdapter : Adapter
     public override void Resumed(int completedSteps)
     {
         base.Resumed(completedSteps);
+        foreach (var (_, factor, _) in SplitFactors())
+        {
+            // The checkpoint wrote the frozen parts directly: after a redraw they may hold trained, non-zero entries.
+            factor.RecheckFrozen();
+        }
         int draw = DrawNumber(Math.Max(completedSteps, 1));
         if (draw == currentDraw)
         {
@@ -135,6 +140,16 @@ public sealed class LoraAdapter : Adapter
             {
                 yield return (module, b, 1);
             }
+        }
+    }
+
+    public override void Dispose()
+    {
+        var splitFactors = SplitFactors().Select(entry => entry.Factor).ToList();
+        base.Dispose();
+        foreach (var factor in splitFactors)
+        {
+            factor.Dispose();
         }
     }
 
@@ -184,6 +199,11 @@ public sealed class LoraAdapter : Adapter
         config.Unsupported("rank_pattern", node => node is JsonObject { Count: 0 }, "per-module ranks are not implemented");
         config.Unsupported("alpha_pattern", node => node is JsonObject { Count: 0 }, "per-module alphas are not implemented");
         config.Unsupported("layers_pattern", node => node.GetValue<string>() == "layers", "Llama's decoder layers are 'model.layers.N'");
+        config.Unsupported("exclude_modules", node => node is JsonArray { Count: 0 }, "excluding modules is not implemented");
+        config.Unsupported("lora_bias", node => !node.GetValue<bool>(), "LoRA biases are not implemented");
+        // true/false/"gaussian" only change the initialisation; PiSSA, OLoRA, LoftQ... also change the base weights.
+        config.Unsupported("init_lora_weights", node => node.GetValueKind() is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False
+            || node.GetValue<string>() == "gaussian", "this initialisation modifies the base model, which is not implemented");
         LoraOptions options;
         try
         {
@@ -199,7 +219,7 @@ public sealed class LoraAdapter : Adapter
                 Sparsity = sparse ? new LoraSparsityOptions
                 {
                     FrozenFraction = config.Double(SparsityPrefix + "frozen_fraction", 0.5),
-                    Granularity = Enum.Parse<FreezeGranularity>(config.String(SparsityPrefix + "granularity") ?? "element", ignoreCase: true),
+                    Granularity = config.Enum(SparsityPrefix + "granularity", FreezeGranularity.Element),
                     RedrawEvery = config.Int(SparsityPrefix + "redraw_every", 0),
                 } : null,
             };

@@ -41,7 +41,7 @@ internal sealed class DenseFactor(Parameter parameter) : LoraFactor
 /// trainable entries only, at <see cref="Indices"/> (flat, ascending). The matrix is frozen + scatter(values), so the
 /// gradient reaching the optimizer is that of the trainable entries alone and its moments have their size, not the matrix's.
 /// </summary>
-internal sealed class SplitFactor : LoraFactor
+internal sealed class SplitFactor : LoraFactor, IDisposable
 {
     private Tensor indices;
 
@@ -104,10 +104,18 @@ internal sealed class SplitFactor : LoraFactor
         backend.Affine(Values.Data, -1, 0, negated);
         // Subtracting the values at their own indices zeroes them exactly (x + (−x) = 0 in floating point).
         backend.ScatterAddFlat(Frozen.Data, indices, negated);
-        using var squares = Tensor.Empty([1], full.DType, full.Device);
-        backend.SumOfSquares(Frozen.Data, squares);
+        RecheckFrozen();
+    }
+
+    /// <summary>Recomputes <see cref="FrozenIsZero"/> (after a checkpoint wrote <see cref="Frozen"/> directly).</summary>
+    public void RecheckFrozen()
+    {
+        using var squares = Tensor.Empty([1], Frozen.DType, Frozen.Device);
+        Frozen.Data.Backend.SumOfSquares(Frozen.Data, squares);
         FrozenIsZero = squares.Item() == 0;
     }
+
+    public void Dispose() => indices.Dispose();
 
     public override IReadOnlyList<Parameter> Trainable => [Values];
 

@@ -75,6 +75,8 @@ internal static class TopKFile
         int rowCount = indices.Length / topK;
         var rebuilt = new float[rowCount * vectorCount];
         Array.Fill(rebuilt, float.NegativeInfinity);
+        // Stored weights are float32 softmax values: their sum may exceed 1 by rounding, not by more.
+        const double sumTolerance = 1e-5;
         for (int row = 0; row < rowCount; row++)
         {
             double remaining = 1;
@@ -85,7 +87,16 @@ internal static class TopKFile
                 {
                     throw new InvalidDataException($"{file.Path}: '{indicesKey}' row {row} holds index {index}, outside the bank's 0..{vectorCount - 1}");
                 }
+                if (!float.IsNegativeInfinity(rebuilt[row * vectorCount + index]))
+                {
+                    throw new InvalidDataException($"{file.Path}: '{indicesKey}' row {row} selects vector {index} twice");
+                }
                 double weight = slot < topK - 1 ? weights[row * (topK - 1) + slot] : Math.Max(remaining, 0);
+                if (!(weight >= 0 && weight <= 1) || remaining - weight < -sumTolerance)
+                {
+                    throw new InvalidDataException($"{file.Path}: '{weightsKey}' row {row} is not a set of softmax weights (weight {weight}, " +
+                        $"the row's weights must lie in [0, 1] and sum to at most 1)");
+                }
                 remaining -= weight;
                 rebuilt[row * vectorCount + index] = (float)Math.Log(weight);
             }

@@ -26,6 +26,14 @@ public sealed class VbLoraAdapter : Adapter
 
     public override string PeftType => "VBLORA";
 
+    /// <summary>Sets the bank's and the logits' learning rates (an adapter loaded from a file starts with the paper's).</summary>
+    public void SetLearningRates(double bankLearningRate, double logitsLearningRate)
+    {
+        var updated = Options with { BankLearningRate = bankLearningRate, LogitsLearningRate = logitsLearningRate };
+        updated.Validate();
+        Options = updated;
+    }
+
     /// <summary>Whether <see cref="Adapter.Save"/> writes top-k indices and weights only (far smaller; the result is for inference).</summary>
     public bool SaveOnlyTopKWeights
     {

@@ -47,7 +47,10 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
     /// </summary>
     internal static string[] Train(CliFixture cli, string output, string method, int steps, params string[] flags) =>
         ["train", "--model", cli.Model, "--data", cli.PromptData, "--out", output, "--method", method, "--steps", steps.ToString(CultureInfo.InvariantCulture),
-         "--batch-size", "2", "--seq-len", "32", "--lr", "1e-2", "--schedule", "constant", "--warmup", "0", .. flags];
+         "--batch-size", "2", "--seq-len", "32", .. LearningRate(method), "--schedule", "constant", "--warmup", "0", .. flags];
+
+    /// <summary>VB-LoRA refuses --lr: its bank and logits have their own rates.</summary>
+    private static string[] LearningRate(string method) => method == "vblora" ? ["--bank-lr", "1e-2", "--logits-lr", "1e-2"] : ["--lr", "1e-2"];
 
     internal static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
 
@@ -226,6 +229,7 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
     [InlineData("lora", new[] { "--save-topk-only applies to --method vblora, not lora" }, "--save-topk-only")]
     [InlineData("vblora", new[] { "--alpha applies to --method lora or lora-sp, not vblora" }, "--alpha", "4")]
     [InlineData("full", new[] { "--rank applies to --method lora or lora-sp or vblora, not full" }, "--rank", "4")]
+    [InlineData("vblora", new[] { "--weight-decay does not apply to --method vblora" }, "--weight-decay", "0.1")]
     public void BadAdapterFlagsExitWithOneLineNamingTheCulprit(string method, string[] expected, params string[] flags)
     {
         string output = Path.Combine(Cli.Root, "never");

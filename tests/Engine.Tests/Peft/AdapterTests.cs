@@ -12,19 +12,19 @@ namespace Engine.Tests.Peft;
 public class AdapterTests
 {
     /// <summary>Dimensions divisible by 8 (VB-LoRA's vector length here): hidden 32, intermediate 48, key/value width 16.</summary>
-    private static readonly LlamaConfig Config = new()
+    internal static readonly LlamaConfig Config = new()
     {
         VocabSize = 31, HiddenSize = 32, IntermediateSize = 48, NumHiddenLayers = 2, NumAttentionHeads = 4, NumKeyValueHeads = 2, MaxPositionEmbeddings = 16,
     };
 
-    private static readonly List<Engine.Training.Data.Batch> Batches = ListBatchSource.Random(4, 2, 8, Config.VocabSize, seed: 11);
+    internal static readonly List<Engine.Training.Data.Batch> Batches = ListBatchSource.Random(4, 2, 8, Config.VocabSize, seed: 11);
 
-    private static TrainingOptions Options(int steps, string? output = null) => new()
+    internal static TrainingOptions Options(int steps, string? output = null) => new()
     {
         MaxSteps = steps, LearningRate = 1e-2, WarmupSteps = 0, MaxGradNorm = 0, CheckpointEvery = output is null ? 0 : 2, OutputDirectory = output,
     };
 
-    private static LoraOptions Lora(LoraSparsityOptions? sparsity = null, double dropout = 0) =>
+    internal static LoraOptions Lora(LoraSparsityOptions? sparsity = null, double dropout = 0) =>
         new() { Rank = 4, Alpha = 8, Seed = 7, Sparsity = sparsity, Dropout = dropout };
 
     private static VbLoraOptions VbLora => new() { Rank = 2, VectorCount = 6, VectorLength = 8, TopK = 2, LogitsInitStd = 1, BankInitBound = 0.3, Seed = 5 };
@@ -310,11 +310,15 @@ public class AdapterTests
             adapter.Save(directory.Path);
         }
         using var wider = LlamaModel.CreateRandom(Config with { IntermediateSize = 64 }, seed: 1);
+        wider.Parameters[0].Trainable = false;
         var error = Assert.Throws<InvalidDataException>(() => AdapterFiles.Load(directory.Path, wider)).Message;
         Assert.Contains("base_model.model.model.layers.0.mlp.gate_proj.lora_B.weight", error);
         Assert.Contains("[48, 4]", error);
         Assert.Contains("[64, 4]", error);
+        // The failed load leaves the model as it was: plain layers, and each parameter's trainability.
         Assert.All(wider.LinearLayers, layer => Assert.IsType<Linear>(layer));
+        Assert.False(wider.Parameters[0].Trainable);
+        Assert.All(wider.Parameters.Skip(1), p => Assert.True(p.Trainable, $"{p.Name} left frozen"));
 
         File.WriteAllText(Path.Combine(directory.Path, AdapterFiles.ConfigFileName), """{"peft_type": "IA3", "target_modules": ["q_proj"]}""");
         Assert.Contains("peft_type 'IA3' is not supported", Assert.Throws<InvalidDataException>(() => AdapterFiles.Load(directory.Path, wider)).Message);
