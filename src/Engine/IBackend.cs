@@ -117,6 +117,13 @@ public interface IBackend
     void ScatterAddFlat(Tensor destination, Tensor indices, Tensor values);
 
     /// <summary>
+    /// destination.flat[indices[i]] = values[i] (set, not add) over a contiguous destination; int32 or int64 indices, all
+    /// checked against the destination's size before anything is written. With duplicate indices, which of their values
+    /// lands is unspecified (the writes run in parallel).
+    /// </summary>
+    void ScatterFlat(Tensor destination, Tensor indices, Tensor values);
+
+    /// <summary>
     /// VB-LoRA's top-k softmax admixture over contiguous logits [..., N] (S rows) and a bank [N, L]: for each row s,
     /// (v, idx) = top-k of logits[s]; w = softmax(v) over those k only; result[s] = Σ_j w_j · bank[idx_j]. result has the
     /// logits' leading shape + [L]. The selection is saved for backward in selectedIndices (int32 [S, k]) and
