@@ -103,6 +103,14 @@ public interface IBackend
     /// </summary>
     void MatMul(Tensor left, Tensor right, Tensor result, double alpha, double beta);
 
+    /// <summary>
+    /// A linear layer's weight gradient sampled at flat indices (an SDDMM), without forming the dense [out, in] gradient:
+    /// for outputGrad [T, out] and input [T, in] (contiguous, T tokens) and int32 row-major indices [k] into an [out, in]
+    /// matrix, result[n] = beta · result[n] + Σ_t outputGrad[t, indices[n] / in] · input[t, indices[n] % in].
+    /// beta = 0 overwrites (result's old contents, even NaN, are ignored); beta = 1 accumulates (statistics over micro-batches).
+    /// </summary>
+    void SampledWeightGradient(Tensor outputGrad, Tensor input, Tensor indices, Tensor result, double beta);
+
     // ------------------------------------------------------------ indexing
     /// <summary>result[i, ...] = source[indices[i], ...] (rows of a contiguous source).</summary>
     void IndexSelect(Tensor source, Tensor indices, Tensor result);
