@@ -82,6 +82,15 @@ public interface IBackend
     /// <summary>inputGrad[..., argmax[...]] += outputGrad[...]; other elements unchanged. Accumulates.</summary>
     void MaxLastAxisBackward(Tensor argmax, Tensor outputGrad, Tensor inputGrad);
 
+    /// <summary>
+    /// The flat indices of the k largest entries of a contiguous float tensor (by |score| when <paramref name="absolute"/>),
+    /// written to int32 resultIndices [k] in ascending index order. Ties go to the lower index (−0 and +0 are equal).
+    /// −inf (with absolute = false) ranks below every other value, so it can exclude positions; when fewer than k entries
+    /// are above −inf, the lowest-index −inf entries fill the remaining places. NaN is rejected. Requires 1 ≤ k ≤ the
+    /// element count. A partial selection in linear time (radix select on the ordered bits), not a sort.
+    /// </summary>
+    void TopKIndices(Tensor scores, int k, bool absolute, Tensor resultIndices);
+
     /// <summary>Softmax (or log-softmax) over the last axis of a contiguous input.</summary>
     void Softmax(Tensor input, Tensor result, bool log);
 
