@@ -196,6 +196,23 @@ public interface IBackend
     /// v ← β2·v + (1 − β2)·g²; p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε).
     /// </summary>
     void AdamWStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, AdamWStepSettings settings);
+
+    /// <summary>
+    /// <see cref="AdamWStep"/> with a step count per element (SpIEL-AG's slots, whose moments were seeded from statistics
+    /// gathered before they became active): age is an int32 tensor of the parameter's shape, and for each element
+    /// age ← age + 1, then the bias corrections are 1 − β1^age and 1 − β2^age. <see cref="AdamWStepSettings.Step"/> is ignored.
+    /// Same formula and order as AdamWStep otherwise, so equal ages give the same bits. Ages must be ≥ 0 before the step.
+    /// </summary>
+    void AdamWAgedStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, Tensor age, AdamWStepSettings settings);
+
+    /// <summary>
+    /// One SM3 step on the k active entries of an [out, in] matrix (SpIEL-MA): values, gradient and int32 row-major indices
+    /// are [k]; rowAccumulator [out] and columnAccumulator [in] (= <paramref name="inFeatures"/>) have the values' dtype and
+    /// start at zero (the caller's job). With r_n = indices[n] / in and c_n = indices[n] % in, from the accumulators as they
+    /// were before this step: ν_n = min(row[r_n], col[c_n]) + g_n²; then row[r] = max(row[r], max of ν_n over entries in
+    /// row r), col[c] likewise, and values[n] −= lr · g_n / √(ν_n + ε). Independent of the order of the entries, deterministic.
+    /// </summary>
+    void Sm3SparseStep(Tensor values, Tensor gradient, Tensor indices, int inFeatures, Tensor rowAccumulator, Tensor columnAccumulator, double learningRate, double epsilon);
 }
 
 /// <summary>Hyperparameters of one AdamW update; <see cref="Step"/> is the 1-based step count of this parameter (bias correction).</summary>
