@@ -55,6 +55,18 @@ public static class Ops
     public static Variable LoraLinear(Variable input, Variable weight, Variable loraA, Variable loraB, double scale, double dropout = 0, ulong seed = 0) =>
         LoraLinearFunction.Apply(input, weight, loraA, loraB, scale, dropout, seed);
 
+    /// <summary>
+    /// SpIEL's sparse-delta linear layer: x (W + Δ)ᵀ with W [out, in] and Δ the values [k] at int32 flat row-major indices
+    /// [k] into W; input [..., in]. Neither a dense Δ nor a copy of W is formed: the values are added into W's storage
+    /// around each GEMM and W's original entries copied back, bit for bit (so W must not be used by another thread
+    /// meanwhile). The values' gradient is W's gradient sampled at the indices, without the dense dW (which is computed
+    /// only when W itself needs a gradient). <paramref name="gradientObserver"/>, when given, is called during backward with
+    /// contiguous views (output gradient rows [T, out], input rows [T, in]), valid only during the call and freed with the
+    /// backward's temporaries (create long-lived state under <see cref="TensorScope.Untracked"/>): SpIEL-AG's regrowth statistics.
+    /// </summary>
+    public static Variable SparseDeltaLinear(Variable input, Variable weight, Tensor indices, Variable values, Action<Tensor, Tensor>? gradientObserver = null) =>
+        SparseDeltaLinearFunction.Apply(input, weight, indices, values, gradientObserver);
+
     /// <summary>Sum over the given axes (all axes when none).</summary>
     public static Variable Sum(Variable input, int[]? axes = null, bool keepDims = false) => SumFunction.Apply(input, axes, keepDims);
 

@@ -82,6 +82,15 @@ public interface IBackend
     /// <summary>inputGrad[..., argmax[...]] += outputGrad[...]; other elements unchanged. Accumulates.</summary>
     void MaxLastAxisBackward(Tensor argmax, Tensor outputGrad, Tensor inputGrad);
 
+    /// <summary>
+    /// The flat indices of the k largest entries of a contiguous float tensor (by |score| when <paramref name="absolute"/>),
+    /// written to int32 resultIndices [k] in ascending index order. Ties go to the lower index (−0 and +0 are equal).
+    /// −inf (with absolute = false) ranks below every other value, so it can exclude positions; when fewer than k entries
+    /// are above −inf, the lowest-index −inf entries fill the remaining places. NaN is rejected. Requires 1 ≤ k ≤ the
+    /// element count. A partial selection in linear time (radix select on the ordered bits), not a sort.
+    /// </summary>
+    void TopKIndices(Tensor scores, int k, bool absolute, Tensor resultIndices);
+
     /// <summary>Softmax (or log-softmax) over the last axis of a contiguous input.</summary>
     void Softmax(Tensor input, Tensor result, bool log);
 
@@ -103,6 +112,14 @@ public interface IBackend
     /// </summary>
     void MatMul(Tensor left, Tensor right, Tensor result, double alpha, double beta);
 
+    /// <summary>
+    /// A linear layer's weight gradient sampled at flat indices (an SDDMM), without forming the dense [out, in] gradient:
+    /// for outputGrad [T, out] and input [T, in] (contiguous, T tokens) and int32 row-major indices [k] into an [out, in]
+    /// matrix, result[n] = beta · result[n] + Σ_t outputGrad[t, indices[n] / in] · input[t, indices[n] % in].
+    /// beta = 0 overwrites (result's old contents, even NaN, are ignored); beta = 1 accumulates (statistics over micro-batches).
+    /// </summary>
+    void SampledWeightGradient(Tensor outputGrad, Tensor input, Tensor indices, Tensor result, double beta);
+
     // ------------------------------------------------------------ indexing
     /// <summary>result[i, ...] = source[indices[i], ...] (rows of a contiguous source).</summary>
     void IndexSelect(Tensor source, Tensor indices, Tensor result);
@@ -115,6 +132,13 @@ public interface IBackend
 
     /// <summary>destination.flat[indices[i]] += values[i]. Accumulates, deterministic.</summary>
     void ScatterAddFlat(Tensor destination, Tensor indices, Tensor values);
+
+    /// <summary>
+    /// destination.flat[indices[i]] = values[i] (set, not add) over a contiguous destination; int32 or int64 indices, all
+    /// checked against the destination's size before anything is written. With duplicate indices, which of their values
+    /// lands is unspecified (the writes run in parallel).
+    /// </summary>
+    void ScatterFlat(Tensor destination, Tensor indices, Tensor values);
 
     /// <summary>
     /// VB-LoRA's top-k softmax admixture over contiguous logits [..., N] (S rows) and a bank [N, L]: for each row s,
@@ -172,6 +196,23 @@ public interface IBackend
     /// v ← β2·v + (1 − β2)·g²; p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε).
     /// </summary>
     void AdamWStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, AdamWStepSettings settings);
+
+    /// <summary>
+    /// <see cref="AdamWStep"/> with a step count per element (SpIEL-AG's slots, whose moments were seeded from statistics
+    /// gathered before they became active): age is an int32 tensor of the parameter's shape, and for each element
+    /// age ← age + 1, then the bias corrections are 1 − β1^age and 1 − β2^age. <see cref="AdamWStepSettings.Step"/> is ignored.
+    /// Same formula and order as AdamWStep otherwise, so equal ages give the same bits. Ages must be ≥ 0 before the step.
+    /// </summary>
+    void AdamWAgedStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, Tensor age, AdamWStepSettings settings);
+
+    /// <summary>
+    /// One SM3 step on the k active entries of an [out, in] matrix (SpIEL-MA): values, gradient and int32 row-major indices
+    /// are [k]; rowAccumulator [out] and columnAccumulator [in] (= <paramref name="inFeatures"/>) have the values' dtype and
+    /// start at zero (the caller's job). With r_n = indices[n] / in and c_n = indices[n] % in, from the accumulators as they
+    /// were before this step: ν_n = min(row[r_n], col[c_n]) + g_n²; then row[r] = max(row[r], max of ν_n over entries in
+    /// row r), col[c] likewise, and values[n] −= lr · g_n / √(ν_n + ε). Independent of the order of the entries, deterministic.
+    /// </summary>
+    void Sm3SparseStep(Tensor values, Tensor gradient, Tensor indices, int inFeatures, Tensor rowAccumulator, Tensor columnAccumulator, double learningRate, double epsilon);
 }
 
 /// <summary>Hyperparameters of one AdamW update; <see cref="Step"/> is the 1-based step count of this parameter (bias correction).</summary>

@@ -94,4 +94,8 @@ public sealed unsafe partial class CpuBackend : IBackend
     }
 
     internal static T FromDouble<T>(double value) where T : INumberBase<T> => T.CreateTruncating(value);
+
+    /// <summary>A kernel's temporary buffer: a contiguous tensor from this backend's pool (and counted in <see cref="MemoryInUse"/>).</summary>
+    internal Tensor Scratch(DType dtype, params int[] shape) =>
+        new(Allocate(ShapeMath.ElementCount(shape) * dtype.SizeInBytes()), dtype, shape, ShapeMath.ContiguousStrides(shape), 0);
 }

@@ -253,6 +253,22 @@ public static class OpCases
             },
         });
 
+        // SpIEL's sparse-delta linear layer: one delta, a few percent, every entry of W; leading batch axes; and sizes past
+        // the 32-wide tiles of the transposes behind the values' gradient. Indices are unique, as SpIEL keeps them.
+        foreach (var (inputShape, outFeatures, deltaCount) in new (int[], int, int)[] { ([2, 3, 7], 5, 6), ([4, 6], 3, 18), ([2, 2, 3, 9], 11, 1), ([37, 40], 33, 100) })
+        {
+            int inFeatures = inputShape[^1];
+            var indices = UniqueIndices(new Random(outFeatures * inFeatures + deltaCount), deltaCount, outFeatures * inFeatures);
+            cases.Add(new OpCase
+            {
+                Name = $"sparse-delta-linear {Format(inputShape)} W [{outFeatures}, {inFeatures}] k={deltaCount}",
+                Inputs = [new(inputShape), new([outFeatures, inFeatures]), new([deltaCount])],
+                Indices = [new(indices, [deltaCount])],
+                Build = (v, i) => Ops.SparseDeltaLinear(v[0], v[1], i[0], v[2]),
+                Reference = (x, i) => SparseDeltaLinear(x[0], x[1], i[0], x[2], outFeatures, inFeatures),
+            });
+        }
+
         // VB-LoRA's top-k admixture: k = 1, 2, 3 and k = N, N not a power of two, leading batch axes, and (with 40 rows
         // over 7 vectors) bank vectors picked by many rows, which the bank gradient's scatter-add must sum. Central
         // differences are valid only away from ties: a logit within a step (1e-6) of the k-th largest would enter or leave
@@ -345,6 +361,9 @@ public static class OpCases
         Build = (v, _) => Ops.MatMul(v[0], v[1]),
         Reference = (x, _) => reference(x[0], x[1]),
     };
+
+    /// <summary>k distinct indices in [0, limit), in random order.</summary>
+    public static int[] UniqueIndices(Random random, int count, int limit) => Enumerable.Range(0, limit).OrderBy(_ => random.Next()).Take(count).ToArray();
 
     private static string Format(int[] shape) => "[" + string.Join(", ", shape) + "]";
 }

@@ -205,6 +205,34 @@ public static class ReferenceOps
         return result;
     }
 
+    /// <summary>
+    /// SpIEL's sparse-delta linear layer over input rows [tokens, in]: a dense copy of W [out, in] with each value added at
+    /// its flat index (duplicates add up), then y[t, o] = Σ_i x[t, i] · (W + Δ)[o, i].
+    /// </summary>
+    public static double[] SparseDeltaLinear(double[] input, double[] weight, int[] indices, double[] values, int outFeatures, int inFeatures)
+    {
+        var merged = (double[])weight.Clone();
+        for (int entry = 0; entry < indices.Length; entry++)
+        {
+            merged[indices[entry]] += values[entry];
+        }
+        int tokens = input.Length / inFeatures;
+        var result = new double[tokens * outFeatures];
+        for (int token = 0; token < tokens; token++)
+        {
+            for (int output = 0; output < outFeatures; output++)
+            {
+                double sum = 0;
+                for (int feature = 0; feature < inFeatures; feature++)
+                {
+                    sum += input[token * inFeatures + feature] * merged[output * inFeatures + feature];
+                }
+                result[token * outFeatures + output] = sum;
+            }
+        }
+        return result;
+    }
+
     public static double[] IndexSelect(double[] table, int rowWidth, int[] indices) =>
         indices.SelectMany(index => table[(index * rowWidth)..((index + 1) * rowWidth)]).ToArray();
 

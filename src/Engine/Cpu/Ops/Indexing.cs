@@ -4,8 +4,9 @@ using System.Numerics.Tensors;
 namespace Engine.Cpu;
 
 /// <summary>
-/// Row gather/scatter-add (embedding lookup and its gradient, MEFT row gathers) and flat gather/scatter-add (SpIEL's sparse deltas).
-/// Scatter-adds are deterministic: duplicates are summed in index order.
+/// Row gather/scatter-add (embedding lookup and its gradient, MEFT row gathers) and flat gather/scatter/scatter-add (SpIEL's
+/// sparse deltas). Scatter-adds are deterministic: duplicates are summed in index order. The flat operations check every
+/// index before touching memory, so a bad index fails with one clear error and leaves the destination as it was.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
@@ -75,21 +76,51 @@ public sealed unsafe partial class CpuBackend
         return value;
     }
 
+    /// <summary>
+    /// Throws for the first index outside [0, limit), before any kernel reads through the indices: a check inside a threaded
+    /// loop would surface as an AggregateException, and one inside a scatter would leave the destination half written.
+    /// </summary>
+    internal static void RequireIndicesInRange(string operation, Tensor indices, long limit)
+    {
+        if (indices.ElementCount == 0)
+        {
+            return;
+        }
+        bool inRange = indices.DType == DType.Int32
+            ? TensorPrimitives.Min<int>(Span<int>(indices)) >= 0 && TensorPrimitives.Max<int>(Span<int>(indices)) < limit
+            : TensorPrimitives.Min<long>(Span<long>(indices)) >= 0 && TensorPrimitives.Max<long>(Span<long>(indices)) < limit;
+        for (long position = 0; !inRange && position < indices.ElementCount; position++)
+        {
+            ReadIndex(indices, position, limit, operation);
+        }
+    }
+
+    /// <summary>An index already checked by <see cref="RequireIndicesInRange"/>.</summary>
+    private static long IndexAt(Tensor indices, long position) =>
+        indices.DType == DType.Int32 ? Pointer<int>(indices)[position] : Pointer<long>(indices)[position];
+
     public void GatherFlat(Tensor source, Tensor indices, Tensor result)
     {
         ValidateFlat("gather", source, indices, result);
-        DispatchFloat("gather", source, () => GatherRun<float>(source, indices, result), () => GatherRun<double>(source, indices, result));
+        DispatchFloat("gather", source, () => MoveFlat<float>(source, indices, result, scatter: false), () => MoveFlat<double>(source, indices, result, scatter: false));
     }
 
-    private void GatherRun<T>(Tensor source, Tensor indices, Tensor result) where T : unmanaged
+    /// <summary>packed[i] = dense.flat[indices[i]] (gather), or the reverse (scatter); threaded over the indices.</summary>
+    private void MoveFlat<T>(Tensor dense, Tensor indices, Tensor packed, bool scatter) where T : unmanaged
     {
-        T* from = Pointer<T>(source), to = Pointer<T>(result);
-        long limit = source.ElementCount;
+        T* denseValues = Pointer<T>(dense), packedValues = Pointer<T>(packed);
         CpuParallel.For(indices.ElementCount, Threads, 16384, (start, end) =>
         {
             for (long i = start; i < end; i++)
             {
-                to[i] = from[ReadIndex(indices, i, limit, "gather")];
+                if (scatter)
+                {
+                    denseValues[IndexAt(indices, i)] = packedValues[i];
+                }
+                else
+                {
+                    packedValues[i] = denseValues[IndexAt(indices, i)];
+                }
             }
         });
     }
@@ -103,11 +134,16 @@ public sealed unsafe partial class CpuBackend
     private static void ScatterAddRun<T>(Tensor destination, Tensor indices, Tensor values) where T : unmanaged, IBinaryFloatingPointIeee754<T>
     {
         T* target = Pointer<T>(destination), from = Pointer<T>(values);
-        long limit = destination.ElementCount;
         for (long i = 0; i < indices.ElementCount; i++)
         {
-            target[ReadIndex(indices, i, limit, "scatter-add")] += from[i];
+            target[IndexAt(indices, i)] += from[i];
         }
+    }
+
+    public void ScatterFlat(Tensor destination, Tensor indices, Tensor values)
+    {
+        ValidateFlat("scatter", destination, indices, values);
+        DispatchFloat("scatter", destination, () => MoveFlat<float>(destination, indices, values, scatter: true), () => MoveFlat<double>(destination, indices, values, scatter: true));
     }
 
     private static void ValidateFlat(string operation, Tensor dense, Tensor indices, Tensor values)
@@ -122,5 +158,6 @@ public sealed unsafe partial class CpuBackend
         {
             throw new ArgumentException($"{operation}: {indices.Describe()} and {values.Describe()} must have the same element count");
         }
+        RequireIndicesInRange(operation, indices, dense.ElementCount);
     }
 }
