@@ -1,7 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using Engine.Model;
 using Engine.Training;
-using Engine.Training.Data;
 
 namespace Engine.Bench;
 
@@ -16,17 +15,6 @@ public class TrainingStepBenchmarks : IWorkload
     private LlamaModel model = null!;
     private Trainer trainer = null!;
 
-    private sealed class RepeatedBatch(Batch batch) : IBatchSource
-    {
-        public Batch Next() => batch;
-
-        public string SaveState() => "";
-
-        public void RestoreState(string state)
-        {
-        }
-    }
-
     [GlobalSetup]
     public void Setup()
     {
@@ -35,11 +23,7 @@ public class TrainingStepBenchmarks : IWorkload
             VocabSize = 512, HiddenSize = 192, IntermediateSize = 512, NumHiddenLayers = 4, NumAttentionHeads = 6, NumKeyValueHeads = 2, MaxPositionEmbeddings = 128,
         };
         model = LlamaModel.CreateRandom(config, seed: 1);
-        var random = new Random(0);
-        var ids = Enumerable.Range(0, BatchSize * Tokens).Select(_ => random.Next(config.VocabSize)).ToArray();
-        var targets = ids.Skip(1).Append(0).ToArray();
-        trainer = new Trainer(model, new FullFineTuning(), new RepeatedBatch(new Batch(ids, ids, targets, BatchSize, Tokens, Epoch: 0)),
-            new TrainingOptions { MaxSteps = int.MaxValue, LearningRate = 1e-3 });
+        trainer = RepeatedBatchTrainer.Create(model, new FullFineTuning(), BatchSize, Tokens, learningRate: 1e-3);
     }
 
     [Benchmark]

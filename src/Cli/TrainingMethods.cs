@@ -2,6 +2,7 @@ using System.CommandLine;
 using Engine.Model;
 using Engine.Peft;
 using Engine.Peft.Lora;
+using Engine.Peft.Spiel;
 using Engine.Peft.VbLora;
 using Engine.Training;
 
@@ -10,11 +11,12 @@ namespace Engine.Cli;
 /// <summary>The fine-tuning methods --method selects, and the flags of the adapter methods.</summary>
 internal sealed class TrainingMethods
 {
-    public static readonly string[] Names = ["full", "lora", "lora-sp", "vblora"];
+    public static readonly string[] Names = ["full", "lora", "lora-sp", "vblora", "spiel-ag", "spiel-ma"];
 
     private static readonly LoraOptions LoraDefaults = new();
     private static readonly LoraSparsityOptions SparsityDefaults = new();
     private static readonly VbLoraOptions VbLoraDefaults = new();
+    private static readonly SpielOptions SpielDefaults = new();
 
     public Option<string> Method { get; } = new("--method") { Description = $"Fine-tuning method: {string.Join(", ", Names)}.", DefaultValueFactory = _ => "full" };
 
@@ -58,6 +60,18 @@ internal sealed class TrainingMethods
 
     public Option<bool> SaveTopKOnly { get; } = new("--save-topk-only") { Description = "VB-LoRA: store only each sub-vector's top-k indices and weights (a far smaller file; inference only)." };
 
+    public Option<double> Density { get; } = new("--density") { Description = "SpIEL: tuned entries as a fraction of all model parameters.", DefaultValueFactory = _ => SpielDefaults.Density };
+
+    public Option<long?> DeltaCount { get; } = new("--delta-count") { Description = "SpIEL: tuned entries in total (overrides --density), spread at equal density over the targets." };
+
+    public Option<int> ReselectionInterval { get; } = new("--reselection-interval") { Description = "SpIEL: steps between reselections (R).", DefaultValueFactory = _ => SpielDefaults.ReselectionInterval };
+
+    public Option<int> AccumulationSteps { get; } = new("--accumulation-steps") { Description = "SpIEL: steps of gradient statistics before each reselection (A); reselection after step k*R + A.", DefaultValueFactory = _ => SpielDefaults.AccumulationSteps };
+
+    public Option<double> ReselectionRate { get; } = new("--reselection-rate") { Description = "SpIEL: fraction replaced at the second reselection (the first replaces all), decaying to 0.", DefaultValueFactory = _ => SpielDefaults.InitialReselectionRate };
+
+    public Option<string> ReselectionPolicyName { get; } = new("--reselection-policy") { Description = "SpIEL: how the reselected fraction decays.", DefaultValueFactory = _ => "linear" };
+
     public TrainingMethods()
     {
         OptionChecks.OneOf(Method, Names);
@@ -70,13 +84,20 @@ internal sealed class TrainingMethods
         OptionChecks.Check(Dropout, value => value >= 0 && value < 1, "must be in [0, 1)");
         OptionChecks.Check(FrozenFraction, value => value >= 0 && value < 1, "must be in [0, 1)");
         OptionChecks.NotNegative(BankLearningRate);
+        OptionChecks.OneOf(ReselectionPolicyName, "linear", "cosine");
+        OptionChecks.Check(Density, value => value > 0 && value <= 1, "must be in (0, 1]");
+        OptionChecks.Check(DeltaCount, value => value is null or >= 1, "must be at least 1");
+        OptionChecks.AtLeast(ReselectionInterval, 1);
+        OptionChecks.AtLeast(AccumulationSteps, 1);
+        OptionChecks.Check(ReselectionRate, value => value >= 0 && value <= 1, "must be in [0, 1]");
         OptionChecks.NotNegative(LogitsLearningRate);
     }
 
     public void AddTo(Command command)
     {
         foreach (Option option in new Option[] { Method, InitAdapter, Target, Layers, Rank, Alpha, RsLora, Dropout, FrozenFraction, Granularity, RedrawEvery,
-                     VectorCount, VectorLength, TopK, BankLearningRate, LogitsLearningRate, BankInitBound, LogitsInitStd, SaveTopKOnly })
+                     VectorCount, VectorLength, TopK, BankLearningRate, LogitsLearningRate, BankInitBound, LogitsInitStd, SaveTopKOnly,
+                     Density, DeltaCount, ReselectionInterval, AccumulationSteps, ReselectionRate, ReselectionPolicyName })
         {
             command.Options.Add(option);
         }
@@ -85,10 +106,18 @@ internal sealed class TrainingMethods
     /// <summary>The methods each adapter flag applies to: giving one to another method is an error, not silently ignored.</summary>
     private IEnumerable<(Option Flag, string[] Methods)> Applicability()
     {
-        string[] adapters = ["lora", "lora-sp", "vblora"], lora = ["lora", "lora-sp"], vblora = ["vblora"];
-        foreach (var flag in new Option[] { Target, Layers, Rank, Dropout })
+        string[] adapters = ["lora", "lora-sp", "vblora", "spiel-ag", "spiel-ma"], lora = ["lora", "lora-sp"], vblora = ["vblora"], spiel = ["spiel-ag", "spiel-ma"];
+        foreach (var flag in new Option[] { Target, Layers })
         {
             yield return (flag, adapters);
+        }
+        foreach (var flag in new Option[] { Rank, Dropout })
+        {
+            yield return (flag, ["lora", "lora-sp", "vblora"]);
+        }
+        foreach (var flag in new Option[] { Density, DeltaCount, ReselectionInterval, AccumulationSteps, ReselectionRate, ReselectionPolicyName })
+        {
+            yield return (flag, spiel);
         }
         foreach (var flag in new Option[] { Alpha, RsLora })
         {
@@ -147,6 +176,22 @@ internal sealed class TrainingMethods
         }
         var targets = TargetModules.Parse(parse.GetRequiredValue(Target)).WithLayers(parse.GetValue(Layers) is { Length: > 0 } layers ? layers : null);
         double dropout = parse.GetValue(Dropout);
+        if (name is "spiel-ag" or "spiel-ma")
+        {
+            var spielOptions = new SpielOptions
+            {
+                Variant = name == "spiel-ag" ? SpielVariant.AccumulatedGradients : SpielVariant.MomentumApproximation,
+                Density = parse.GetValue(Density),
+                DeltaCount = parse.GetValue(DeltaCount),
+                ReselectionInterval = parse.GetValue(ReselectionInterval),
+                AccumulationSteps = parse.GetValue(AccumulationSteps),
+                InitialReselectionRate = parse.GetValue(ReselectionRate),
+                Policy = Enum.Parse<ReselectionPolicy>(parse.GetRequiredValue(ReselectionPolicyName), ignoreCase: true),
+                Targets = targets,
+                Seed = (ulong)seed,
+            };
+            return AdapterTraining.Fresh(name, () => new SpielAdapter(spielOptions) { BaseModelNameOrPath = baseModel });
+        }
         if (name == "vblora")
         {
             var options = new VbLoraOptions
@@ -197,6 +242,8 @@ internal sealed class TrainingMethods
         string saved = adapter switch
         {
             VbLoraAdapter => "vblora",
+            SpielAdapter { Options.Variant: SpielVariant.AccumulatedGradients } => "spiel-ag",
+            SpielAdapter => "spiel-ma",
             LoraAdapter { Options.Sparsity: not null } => "lora-sp",
             _ => "lora",
         };

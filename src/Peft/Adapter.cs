@@ -176,6 +176,11 @@ public abstract class Adapter : IDisposable
         }
     }
 
+    /// <summary>Called once before training with the run's step budget (SpIEL's reselection rate decays over it).</summary>
+    public virtual void BeginTraining(int maxSteps)
+    {
+    }
+
     /// <summary>Throws when the adapter cannot be trained (a VB-LoRA adapter loaded from a top-k-only file).</summary>
     public virtual void EnsureTrainable()
     {

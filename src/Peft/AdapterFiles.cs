@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Engine.IO;
 using Engine.Model;
 using Engine.Peft.Lora;
+using Engine.Peft.Spiel;
 using Engine.Peft.VbLora;
 
 namespace Engine.Peft;
@@ -40,7 +41,8 @@ public static class AdapterFiles
         {
             "LORA" => LoraAdapter.Load(config, weights, model),
             "VBLORA" => VbLoraAdapter.Load(config, weights, model),
-            _ => throw new InvalidDataException($"{config.Path}: peft_type '{peftType}' is not supported here (supported: LORA, VBLORA)"),
+            "SFT" => SpielAdapter.Load(config, weights, model),
+            _ => throw new InvalidDataException($"{config.Path}: peft_type '{peftType}' is not supported here (supported: LORA, VBLORA, SFT)"),
         };
     }
 
@@ -122,6 +124,14 @@ public sealed class AdapterConfig
     public double Double(string field, double fallback) => Get(field, node => (double?)node.GetValue<double>(), "a number") ?? fallback;
 
     public bool Bool(string field, bool fallback) => Get(field, node => (bool?)node.GetValue<bool>(), "true or false") ?? fallback;
+
+    /// <summary>An object of integers (SpIEL's num_deltas: module path → count), or null when absent.</summary>
+    public IReadOnlyDictionary<string, int>? IntMap(string field) => root[field] switch
+    {
+        null => null,
+        JsonObject map => map.ToDictionary(pair => pair.Key, pair => Get(field, _ => (int?)pair.Value!.GetValue<int>(), "an object of integers") ?? 0),
+        _ => throw new InvalidDataException($"{Path}: field '{field}' must be an object mapping module paths to integers"),
+    };
 
     /// <summary>target_modules: a list (suffix matches, "all-linear" allowed) or a string (a whole-path regex, or "all-linear").</summary>
     public TargetModules Targets()

@@ -54,11 +54,15 @@ public sealed class AdapterTraining(string name, Func<LlamaModel, Adapter> attac
             throw;
         }
         attached.BaseModelNameOrPath ??= BaseModelNameOrPath;
+        attached.BeginTraining(options.MaxSteps);
         adapter = attached;
         return adapter.ParameterGroups
             .Select(group => new ParameterGroup(group.Name, group.Parameters, group.LearningRate ?? options.LearningRate, group.WeightDecay ?? options.WeightDecay))
             .ToList();
     }
+
+    public IOptimizer CreateOptimizer(IReadOnlyList<ParameterGroup> groups, TrainingOptions options) =>
+        Adapter is IAdapterOptimizer own ? new AdapterOptimizer(own, groups) : new AdamW(groups, options.Adam);
 
     public IReadOnlyList<Parameter> BeforeStep(int step) => Adapter.BeforeStep(step);
 

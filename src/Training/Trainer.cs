@@ -18,7 +18,7 @@ public sealed class Trainer : IDisposable
     private readonly ITrainingMethod method;
     private readonly IBatchSource trainBatches;
     private readonly IReadOnlyList<Batch> evalBatches;
-    private readonly AdamW optimizer;
+    private readonly IOptimizer optimizer;
     private readonly LearningRateSchedule schedule;
     private readonly IReadOnlyList<Parameter> trainable;
 
@@ -39,7 +39,7 @@ public sealed class Trainer : IDisposable
         Options = options;
         var groups = method.Attach(model, options);
         trainable = groups.SelectMany(group => group.Parameters).ToList();
-        optimizer = new AdamW(groups, options.Adam);
+        optimizer = method.CreateOptimizer(groups, options);
         schedule = new LearningRateSchedule(options.Schedule, options.WarmupSteps, options.MaxSteps);
     }
 
@@ -48,7 +48,7 @@ public sealed class Trainer : IDisposable
     /// <summary>Steps completed so far (after a resume, counting the resumed ones).</summary>
     public int CompletedSteps { get; private set; }
 
-    public AdamW Optimizer => optimizer;
+    public IOptimizer Optimizer => optimizer;
 
     public event Action<StepMetrics>? StepCompleted;
 

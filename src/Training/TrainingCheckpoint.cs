@@ -17,7 +17,7 @@ public static class TrainingCheckpoint
     /// <param name="Settings">The method's settings that must match to resume (<see cref="ITrainingMethod.Settings"/>).</param>
     public sealed record State(int Step, string DataState, string Method, ulong Seed, string Settings = "");
 
-    public static void Save(string directory, IReadOnlyList<Parameter> parameters, AdamW optimizer, State state)
+    public static void Save(string directory, IReadOnlyList<Parameter> parameters, IOptimizer optimizer, State state)
     {
         string full = Path.GetFullPath(directory);
         string parent = Path.GetDirectoryName(full)!;
@@ -58,7 +58,7 @@ public static class TrainingCheckpoint
     }
 
     /// <summary>Restores parameter values and optimizer moments; returns the saved state.</summary>
-    public static State Load(string directory, IReadOnlyList<Parameter> parameters, AdamW optimizer)
+    public static State Load(string directory, IReadOnlyList<Parameter> parameters, IOptimizer optimizer)
     {
         var state = ReadState(directory);
         string parametersPath = Path.Combine(directory, ParametersFile);

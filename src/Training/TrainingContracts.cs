@@ -45,6 +45,9 @@ public interface ITrainingMethod
     {
     }
 
+    /// <summary>The optimizer over the groups <see cref="Attach"/> returned (AdamW unless the method brings its own).</summary>
+    IOptimizer CreateOptimizer(IReadOnlyList<ParameterGroup> groups, TrainingOptions options) => new AdamW(groups, options.Adam);
+
     /// <summary>Writes the result of training (a full model, an adapter folder...).</summary>
     void SaveResult(LlamaModel model, string directory);
 }

@@ -17,7 +17,7 @@ public sealed record AdamWOptions
 /// frozen parameters never get optimizer state; parameters without a gradient this step are skipped (their step count
 /// does not advance), which is what per-step layer selection (IST) needs.
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizer
 {
     private sealed class State(Tensor firstMoment, Tensor secondMoment)
     {

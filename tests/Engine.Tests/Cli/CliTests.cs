@@ -186,7 +186,7 @@ public class CliTests(CliFixture fixture) : IClassFixture<CliFixture>
     }
 
     [Theory]
-    [InlineData("unknown method", "--method must be one of full, lora, lora-sp, vblora (got spiel)", "train", "--method", "spiel")]
+    [InlineData("unknown method", "--method must be one of full, lora, lora-sp, vblora, spiel-ag, spiel-ma (got ia3)", "train", "--method", "ia3")]
     [InlineData("missing file", "no such file", "eval", "--data", "missing.jsonl")]
     [InlineData("missing adapter", "--adapter adapter: no such folder", "eval", "--adapter", "adapter")]
     [InlineData("device", "not available in this build", "eval", "--device", "cuda")]
