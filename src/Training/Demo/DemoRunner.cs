@@ -66,8 +66,8 @@ public sealed record DemoOptions
         {
             Rank = 4, VectorCount = 64, VectorLength = 32, TopK = 2, BankLearningRate = 1e-2, LogitsLearningRate = 1e-1, SaveOnlyTopKWeights = true, Seed = (ulong)seed,
         })), LearningRate: 1e-2), // shown in the log only: the bank and logits groups carry their own rates
-        new DemoMethod("spiel-ag", "SpIEL-AG, LoRA's budget", () => AdapterTraining.Fresh("spiel-ag", () => new SpielAdapter(Spiel(seed, SpielVariant.AccumulatedGradients))), LearningRate: 1e-2),
-        new DemoMethod("spiel-ma", "SpIEL-MA, LoRA's budget", () => AdapterTraining.Fresh("spiel-ma", () => new SpielAdapter(Spiel(seed, SpielVariant.MomentumApproximation))), LearningRate: 1e-2),
+        new DemoMethod("spiel-ag", "SpIEL-AG, LoRA's budget", () => AdapterTraining.Fresh("spiel-ag", () => new SpielAdapter(Spiel(seed, SpielVariant.AccumulatedGradients))), LearningRate: 3e-3),
+        new DemoMethod("spiel-ma", "SpIEL-MA, LoRA's budget", () => AdapterTraining.Fresh("spiel-ma", () => new SpielAdapter(Spiel(seed, SpielVariant.MomentumApproximation))), LearningRate: 3e-2),
     ];
 
     /// <summary>SpIEL at the same number of tuned entries as LoRA r=8 on all linear layers (74,752 on the demo model).</summary>

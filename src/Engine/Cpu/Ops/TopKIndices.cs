@@ -17,6 +17,23 @@ public sealed unsafe partial class CpuBackend
 
     private const int BucketCount = 1 << DigitBits;
 
+    /// <summary>
+    /// The counters, kept per calling thread across calls: allocating 256 KiB+ per call (large-object heap, zeroed, fresh
+    /// pages) cost ~1 ms, more than selecting among tens of thousands of scores.
+    /// </summary>
+    [ThreadStatic] private static int[]? selectionHistograms;
+
+    [ThreadStatic] private static long[]? selectionTotals;
+
+    private static T[] SelectionBuffer<T>(ref T[]? buffer, int length)
+    {
+        if (buffer is null || buffer.Length != length)
+        {
+            buffer = new T[length];
+        }
+        return buffer;
+    }
+
     /// <summary>Fewest elements per chunk: each chunk clears and sums 2^16 counters per pass, which must stay small beside its scan.</summary>
     private const long MinimumSelectionChunk = 1 << 18;
 
@@ -53,9 +70,9 @@ public sealed unsafe partial class CpuBackend
         long ChunkStart(int chunk) => count * chunk / chunkCount;
         int keyBits = sizeof(TKey) * 8;
         // The counts of the latest pass, per chunk, and per chunk the elements already known to rank above the k-th.
-        var histograms = new int[chunkCount * BucketCount];
+        var histograms = SelectionBuffer(ref selectionHistograms, chunkCount * BucketCount);
         var aboveCounts = new long[chunkCount];
-        var totals = new long[BucketCount];
+        var totals = SelectionBuffer(ref selectionTotals, BucketCount);
         TKey prefix = TKey.Zero;
         int prefixShift = keyBits;
         int digit = 0;
