@@ -8,7 +8,7 @@ namespace Engine.Cli;
 internal static class AdapterOption
 {
     public static Option<string?> Create() =>
-        new("--adapter") { Description = "A LoRA or VB-LoRA adapter folder (peft format) to apply on top of --model.", HelpName = "DIR" };
+        new("--adapter") { Description = "A LoRA, VB-LoRA or SpIEL (SFT) adapter folder (peft format) to apply on top of --model.", HelpName = "DIR" };
 
     /// <summary>
     /// Loads the model and, when an adapter is given, folds it into the weights (merge and unload): inference then runs at

@@ -153,7 +153,7 @@ internal sealed class TrainingMethods
         }
         if (name == "full")
         {
-            return parse.GetValue(InitAdapter) is null ? new FullFineTuning() : throw new UsageException("--init-adapter: only adapter methods (lora, lora-sp, vblora) continue an adapter");
+            return parse.GetValue(InitAdapter) is null ? new FullFineTuning() : throw new UsageException($"--init-adapter: only adapter methods ({string.Join(", ", Names.Where(method => method != name))}) continue an adapter");
         }
         if (parse.GetValue(InitAdapter) is { } directory)
         {

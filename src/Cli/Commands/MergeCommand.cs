@@ -9,7 +9,7 @@ internal static class MergeCommand
     public static Command Create(CliContext cli)
     {
         var model = new Option<string>("--model") { Description = "The base model folder the adapter was trained on.", Required = true, HelpName = "DIR" };
-        var adapter = new Option<string>("--adapter") { Description = "The adapter folder (peft format: LoRA, LoRA-SP or VB-LoRA).", Required = true, HelpName = "DIR" };
+        var adapter = new Option<string>("--adapter") { Description = "The adapter folder (peft format: LoRA, LoRA-SP, VB-LoRA or SpIEL's SFT).", Required = true, HelpName = "DIR" };
         var output = new Option<string>("--out") { Description = "Where the merged model goes (config.json, model.safetensors, tokenizer files).", Required = true, HelpName = "DIR" };
 
         var command = new Command("merge", "Merge an adapter into its base model (W += ΔW) and save the result as a Hugging Face model folder.");

@@ -106,8 +106,9 @@ public sealed class SpielAdapter : Adapter, IAdapterOptimizer
         }
         var (inWindow, _) = Options.Window(step);
         int windowEnd = step - (step - 1) % Options.ReselectionInterval + Options.AccumulationSteps - 1;
-        // Statistics only matter when the window ends in a reselection.
-        accumulating = Options.Variant == SpielVariant.AccumulatedGradients && inWindow && Options.ReselectionFraction(windowEnd, totalSteps) > 0;
+        // Statistics only matter when the window ends in a reselection, judged regardless of the run's length: a run
+        // extended with --resume finds the window it stopped in accumulated, as in a run of the longer length.
+        accumulating = Options.Variant == SpielVariant.AccumulatedGradients && inWindow && Options.ReselectionFraction(windowEnd, int.MaxValue) > 0;
         return [];
     }
 
@@ -257,6 +258,7 @@ public sealed class SpielAdapter : Adapter, IAdapterOptimizer
                 AccumulationSteps = config.Int("selection_accumulation_steps", 5),
                 InitialReselectionRate = config.Double("initial_reselection_rate", 0.2),
                 Policy = Enum.Parse<ReselectionPolicy>(config.String("reselection_rate_policy") ?? "linear", ignoreCase: true),
+                InitialReallocation = false,
                 Targets = config.Targets(),
             })
             { BaseModelNameOrPath = config.String("base_model_name_or_path"), loadedCounts = counts };

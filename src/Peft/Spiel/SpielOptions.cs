@@ -34,10 +34,16 @@ public sealed record SpielOptions
     /// <summary>A: steps whose gradients feed a reselection (AG); reselection happens after step k·R + A.</summary>
     public int AccumulationSteps { get; init; } = 5;
 
-    /// <summary>The fraction of each matrix's entries replaced at the second reselection (the first replaces all).</summary>
+    /// <summary>The fraction of each matrix's entries replaced at the second reselection (the first replaces all; see <see cref="InitialReallocation"/>).</summary>
     public double InitialReselectionRate { get; init; } = 0.2;
 
     public ReselectionPolicy Policy { get; init; } = ReselectionPolicy.Linear;
+
+    /// <summary>
+    /// Whether the first reselection replaces every slot, as the random initial indices need. Off for an adapter loaded
+    /// from a file: its indices and values were learnt, and continuing it replaces only the decaying fraction.
+    /// </summary>
+    public bool InitialReallocation { get; init; } = true;
 
     public double Beta1 { get; init; } = 0.9;
 
@@ -77,7 +83,7 @@ public sealed record SpielOptions
         {
             return 0;
         }
-        if (step == AccumulationSteps)
+        if (step == AccumulationSteps && InitialReallocation)
         {
             return 1;
         }
