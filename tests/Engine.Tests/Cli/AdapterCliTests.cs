@@ -54,23 +54,24 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
 
     internal static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
 
-    private static JsonObject ReadConfig(string adapter) => JsonNode.Parse(File.ReadAllText(Path.Combine(adapter, "adapter_config.json")))!.AsObject();
+    internal static JsonObject ReadConfig(string adapter) => JsonNode.Parse(File.ReadAllText(Path.Combine(adapter, "adapter_config.json")))!.AsObject();
 
     /// <summary>Every tensor of the adapter file: its stored dtype and shape.</summary>
-    private static Dictionary<string, (string DType, int[] Shape)> ReadTensors(string adapter)
+    internal static Dictionary<string, (string DType, int[] Shape)> ReadTensors(string adapter)
     {
         using var file = SafetensorsFile.Open(Path.Combine(adapter, "adapter_model.safetensors"));
         return file.Names.ToDictionary(name => name, name => (file.Entry(name).DTypeName, file.Entry(name).Shape));
     }
 
-    private double EvalLoss(string model, string? adapter = null)
+    /// <summary>eval --json's loss over the fixture's text data, of <paramref name="model"/> with <paramref name="adapter"/> merged in if given.</summary>
+    internal static double EvalLoss(CliFixture cli, string model, string? adapter = null)
     {
-        string[] args = ["eval", "--model", model, "--data", Cli.TextData, "--json", .. adapter is null ? [] : new[] { "--adapter", adapter }];
+        string[] args = ["eval", "--model", model, "--data", cli.TextData, "--json", .. adapter is null ? [] : new[] { "--adapter", adapter }];
         using var json = JsonDocument.Parse(CliRun.Invoke(args).Succeeded().Stdout);
         return json.RootElement.GetProperty("loss").GetDouble();
     }
 
-    private static void AssertRelativelyEqual(double expected, double actual, double relative, string what) =>
+    internal static void AssertRelativelyEqual(double expected, double actual, double relative, string what) =>
         Assert.True(Math.Abs(expected - actual) <= relative * Math.Abs(expected), $"{what}: expected {expected:R}, got {actual:R}");
 
     [Fact]
@@ -111,9 +112,9 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
         {
             Assert.True(File.Exists(Path.Combine(fixture.Merged, file)), $"the merged folder lacks {file}");
         }
-        double baseLoss = EvalLoss(Cli.Model);
-        double adapted = EvalLoss(Cli.Model, fixture.LoraAdapter);
-        double merged = EvalLoss(fixture.Merged);
+        double baseLoss = EvalLoss(Cli, Cli.Model);
+        double adapted = EvalLoss(Cli, Cli.Model, fixture.LoraAdapter);
+        double merged = EvalLoss(Cli, fixture.Merged);
         Assert.True(Math.Abs(adapted - baseLoss) > 1e-3, $"the trained adapter left the loss at {adapted:R} (base {baseLoss:R})");
         AssertRelativelyEqual(merged, adapted, 1e-5, "loss with --adapter vs the merged model");
         // eval --adapter merges too; the training run's final eval_loss ran the adapter unmerged (x Wᵀ + s · x Aᵀ Bᵀ) on the same file.
@@ -196,7 +197,7 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
         Assert.Equal([2, 8, 2], topKTensors[$"{Layer0}mlp.down_proj.vblora_logits_A_topk_indices"].Shape);
 
         // The same run saved both ways: the top-k form selects and weights the same bank vectors.
-        AssertRelativelyEqual(EvalLoss(Cli.Model, full), EvalLoss(Cli.Model, topK), 1e-5, "loss with the top-k-only adapter vs the full one");
+        AssertRelativelyEqual(EvalLoss(Cli, Cli.Model, full), EvalLoss(Cli, Cli.Model, topK), 1e-5, "loss with the top-k-only adapter vs the full one");
 
         var refused = CliRun.Invoke(Train(Cli, Path.Combine(Cli.Root, "vblora-continued"), "vblora", 1, "--init-adapter", topK));
         refused.FailedWithOneLine("save_only_topk_weights");
@@ -230,10 +231,14 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
     [InlineData("vblora", new[] { "--alpha applies to --method lora or lora-sp, not vblora" }, "--alpha", "4")]
     [InlineData("full", new[] { "--rank applies to --method lora or lora-sp or vblora, not full" }, "--rank", "4")]
     [InlineData("vblora", new[] { "--weight-decay does not apply to --method vblora" }, "--weight-decay", "0.1")]
-    public void BadAdapterFlagsExitWithOneLineNamingTheCulprit(string method, string[] expected, params string[] flags)
+    public void BadAdapterFlagsExitWithOneLineNamingTheCulprit(string method, string[] expected, params string[] flags) =>
+        AssertTrainingRefused(Cli, method, expected, flags);
+
+    /// <summary>A 1-step train with <paramref name="flags"/> fails with one line holding every <paramref name="expected"/> fragment, and saves no adapter.</summary>
+    internal static void AssertTrainingRefused(CliFixture cli, string method, string[] expected, string[] flags)
     {
-        string output = Path.Combine(Cli.Root, "never");
-        CliRun.Invoke(Train(Cli, output, method, 1, flags)).FailedWithOneLine(expected);
+        string output = Path.Combine(cli.Root, "never");
+        CliRun.Invoke(Train(cli, output, method, 1, flags)).FailedWithOneLine(expected);
         Assert.False(File.Exists(Path.Combine(output, "adapter_config.json")));
     }
 
