@@ -8,8 +8,8 @@ namespace Engine.Cpu;
 /// <summary>
 /// SpIEL's weight gradient at its k active entries (an SDDMM): k dot products over the tokens instead of the dense
 /// gᵀx GEMM. outputGrad and input are first transposed into [out, T] and [in, T] scratch buffers (T·(out + in) elements,
-/// far fewer than out·in), so each dot product reads two contiguous rows with SIMD; the products run in row order,
-/// threaded over the entries.
+/// far fewer than out·in), so each dot product reads two contiguous rows with SIMD; the products run grouped by the
+/// larger operand's row, threaded over the entries.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
@@ -48,22 +48,26 @@ public sealed unsafe partial class CpuBackend
         Transpose(Pointer<T>(outputGrad), tokenCount, outFeatures, gradientByRow);
         Transpose(Pointer<T>(input), tokenCount, inFeatures, inputByColumn);
         int* flatIndices = Pointer<int>(indices);
-        // The entries in row order (a counting sort, O(k + out)): consecutive dot products share the gradient's row,
-        // which stays in L1, and each worker's range covers whole rows.
+        // The entries grouped by the row of the larger transposed operand (a counting sort, O(k + out + in)): each of
+        // its rows is then read once, in order, and reused from L1 by consecutive dot products, while the smaller
+        // operand, read at random, is the one more likely to stay in cache.
+        bool byColumn = inFeatures > outFeatures;
+        int groupCount = byColumn ? inFeatures : outFeatures;
+        int GroupOf(int flatIndex) => byColumn ? flatIndex % inFeatures : flatIndex / inFeatures;
         using var orderBuffer = Scratch(DType.Int32, entryCount);
         int* order = Pointer<int>(orderBuffer);
-        var rowStarts = new int[outFeatures + 1];
+        var groupStarts = new int[groupCount + 1];
         for (int entry = 0; entry < entryCount; entry++)
         {
-            rowStarts[flatIndices[entry] / inFeatures + 1]++;
+            groupStarts[GroupOf(flatIndices[entry]) + 1]++;
         }
-        for (int row = 0; row < outFeatures; row++)
+        for (int group = 0; group < groupCount; group++)
         {
-            rowStarts[row + 1] += rowStarts[row];
+            groupStarts[group + 1] += groupStarts[group];
         }
         for (int entry = 0; entry < entryCount; entry++)
         {
-            order[rowStarts[flatIndices[entry] / inFeatures]++] = entry;
+            order[groupStarts[GroupOf(flatIndices[entry])]++] = entry;
         }
         T* results = Pointer<T>(result);
         T scale = FromDouble<T>(beta);
