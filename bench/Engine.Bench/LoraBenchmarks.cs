@@ -23,7 +23,8 @@ public class LoraBenchmarks : IWorkload
     [Params("2048x1024x1024", "2048x1024x4096", "2048x4096x1024")]
     public string Shape { get; set; } = "";
 
-    private static (int Tokens, int In, int Out) Parse(string shape)
+    /// <summary>"tokens x in x out", the shape notation of the linear-layer benchmarks.</summary>
+    internal static (int Tokens, int In, int Out) Parse(string shape)
     {
         var parts = shape.Split('x').Select(int.Parse).ToArray();
         return (parts[0], parts[1], parts[2]);
