@@ -20,6 +20,12 @@ public abstract class AdaptedLinear(ILinearLayer baseLayer) : ILinearLayer
 
     public Parameter Weight => Base.Weight;
 
+    /// <summary>
+    /// Multiplies the adapter's contribution (1: as trained). IST's scoring passes suppress layers with it; it is not
+    /// saved and does not apply to a merged layer.
+    /// </summary>
+    public double OutputScale { get; set; } = 1;
+
     /// <summary>Whether ΔW is currently folded into the base weight.</summary>
     public bool IsMerged { get; private set; }
 

@@ -49,9 +49,9 @@ public sealed class LoraLinear : AdaptedLinear
             var liveA = ((SplitFactor)A).Values;
             var liveB = ((SplitFactor)B).Values;
             int liveRank = (int)(liveA.Data.ElementCount / InFeatures);
-            return Ops.LoraLinear(input, Weight, Ops.Reshape(liveA, liveRank, InFeatures), Ops.Reshape(liveB, OutFeatures, liveRank), Scale, dropout, seed ?? 0);
+            return Ops.LoraLinear(input, Weight, Ops.Reshape(liveA, liveRank, InFeatures), Ops.Reshape(liveB, OutFeatures, liveRank), Scale * OutputScale, dropout, seed ?? 0);
         }
-        return Ops.LoraLinear(input, Weight, A.Compose(), B.Compose(), Scale, dropout, seed ?? 0);
+        return Ops.LoraLinear(input, Weight, A.Compose(), B.Compose(), Scale * OutputScale, dropout, seed ?? 0);
     }
 
     public override Tensor DeltaWeight()

@@ -27,7 +27,8 @@ public sealed class SparseDeltaLinear : AdaptedLinear
 
     public int DeltaCount => (int)Values.Data.ElementCount;
 
-    protected override Variable AdaptedForward(Variable input) => Ops.SparseDeltaLinear(input, Weight, Indices, Values, gradientObserver);
+    protected override Variable AdaptedForward(Variable input) =>
+        Ops.SparseDeltaLinear(input, Weight, Indices, OutputScale == 1 ? Values : Ops.Affine(Values, OutputScale, 0), gradientObserver);
 
     public override Tensor DeltaWeight()
     {

@@ -50,7 +50,7 @@ public sealed class VbLoraLinear : AdaptedLinear
     {
         var (a, b) = Compose();
         ulong? seed = dropoutSeed(Dropout);
-        return Ops.LoraLinear(input, Weight, a, b, 1, seed is null ? 0 : Dropout, seed ?? 0);
+        return Ops.LoraLinear(input, Weight, a, b, OutputScale, seed is null ? 0 : Dropout, seed ?? 0);
     }
 
     public override Tensor DeltaWeight()
