@@ -9,6 +9,7 @@ using Engine.Peft.Spiel;
 using Engine.Peft.VbLora;
 using Engine.Training.Data;
 using Engine.Training.Evaluation;
+using Engine.Training.Ist;
 using Engine.Training.Optimization;
 
 namespace Engine.Training.Demo;
@@ -59,15 +60,17 @@ public sealed record DemoOptions
 
     public static IReadOnlyList<DemoMethod> DefaultMethods(int seed) =>
     [
-        new DemoMethod("full", "full fine-tuning", () => new FullFineTuning(), LearningRate: 2e-3),
-        new DemoMethod("lora", "LoRA r=8, all linear", () => AdapterTraining.Fresh("lora", () => new LoraAdapter(Lora(seed))), LearningRate: 3e-3),
-        new DemoMethod("lora-sp", "LoRA-SP r=8, half frozen", () => AdapterTraining.Fresh("lora-sp", () => new LoraAdapter(Lora(seed) with { Sparsity = new() })), LearningRate: 5e-3),
-        new DemoMethod("vblora", "VB-LoRA r=4, 64x32 bank, top-2", () => AdapterTraining.Fresh("vblora", () => new VbLoraAdapter(new VbLoraOptions
+        new DemoMethod("full", "full fine-tuning", _ => new FullFineTuning(), LearningRate: 2e-3),
+        new DemoMethod("lora", "LoRA r=8, all linear", _ => AdapterTraining.Fresh("lora", () => new LoraAdapter(Lora(seed))), LearningRate: 3e-3),
+        new DemoMethod("lora-ist", "LoRA r=8 + IST (1 of 4 layers)", rewardBatches => new IstTraining(AdapterTraining.Fresh("lora", () => new LoraAdapter(Lora(seed))),
+            new IstOptions { Seed = (ulong)seed }, rewardBatches), LearningRate: 3e-3),
+        new DemoMethod("lora-sp", "LoRA-SP r=8, half frozen", _ => AdapterTraining.Fresh("lora-sp", () => new LoraAdapter(Lora(seed) with { Sparsity = new() })), LearningRate: 5e-3),
+        new DemoMethod("vblora", "VB-LoRA r=4, 64x32 bank, top-2", _ => AdapterTraining.Fresh("vblora", () => new VbLoraAdapter(new VbLoraOptions
         {
             Rank = 4, VectorCount = 64, VectorLength = 32, TopK = 2, BankLearningRate = 1e-2, LogitsLearningRate = 1e-1, SaveOnlyTopKWeights = true, Seed = (ulong)seed,
         })), LearningRate: 1e-2), // shown in the log only: the bank and logits groups carry their own rates
-        new DemoMethod("spiel-ag", "SpIEL-AG, LoRA's budget", () => AdapterTraining.Fresh("spiel-ag", () => new SpielAdapter(Spiel(seed, SpielVariant.AccumulatedGradients))), LearningRate: 3e-3),
-        new DemoMethod("spiel-ma", "SpIEL-MA, LoRA's budget", () => AdapterTraining.Fresh("spiel-ma", () => new SpielAdapter(Spiel(seed, SpielVariant.MomentumApproximation))), LearningRate: 3e-2),
+        new DemoMethod("spiel-ag", "SpIEL-AG, LoRA's budget", _ => AdapterTraining.Fresh("spiel-ag", () => new SpielAdapter(Spiel(seed, SpielVariant.AccumulatedGradients))), LearningRate: 3e-3),
+        new DemoMethod("spiel-ma", "SpIEL-MA, LoRA's budget", _ => AdapterTraining.Fresh("spiel-ma", () => new SpielAdapter(Spiel(seed, SpielVariant.MomentumApproximation))), LearningRate: 3e-2),
     ];
 
     /// <summary>SpIEL at the same number of tuned entries as LoRA r=8 on all linear layers (74,752 on the demo model).</summary>
@@ -77,7 +80,8 @@ public sealed record DemoOptions
 }
 
 /// <summary>One row of the comparison: a short key (for --methods), the table name, a method factory and its learning rate.</summary>
-public sealed record DemoMethod(string Key, string Name, Func<ITrainingMethod> Create, double LearningRate);
+/// <remarks><see cref="Create"/> receives reward batches (the first fine-tuning examples) for methods that score layers (IST).</remarks>
+public sealed record DemoMethod(string Key, string Name, Func<IReadOnlyList<Batch>, ITrainingMethod> Create, double LearningRate);
 
 public sealed record DemoRow(string Method, long TrainableParameters, long StoredBytes, long PeakMemoryBytes, double Seconds,
     double TokensPerSecond, double EvalLoss, double Accuracy, double InDistributionAccuracy);
@@ -213,7 +217,8 @@ public sealed class DemoRunner(DemoOptions options)
         };
         var evalBatches = DatasetBatches.EvaluationBatches(eval, options.BatchSize, tokenizer.PadId ?? 0);
         using var model = LlamaModel.Load(BaseModelDirectory);
-        var trainingMethod = method.Create();
+        var rewardBatches = DatasetBatches.EvaluationBatches(train.Take(new IstOptions().RewardBatchSize).ToList(), options.BatchSize, tokenizer.PadId ?? 0);
+        var trainingMethod = method.Create(rewardBatches);
         CpuBackend.Instance.ResetPeakMemory();
         var clock = Stopwatch.StartNew();
         var trainingOptions = new TrainingOptions
@@ -229,7 +234,8 @@ public sealed class DemoRunner(DemoOptions options)
         string resultDirectory = Path.Combine(output, "result");
         trainingMethod.SaveResult(model, resultDirectory);
         long storedBytes = Directory.EnumerateFiles(resultDirectory).Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal)).Sum(f => new FileInfo(f).Length);
-        long trainable = trainingMethod.StateParameters.Where(p => p.Trainable).Sum(p => p.Data.ElementCount);
+        // What the optimizer updates over the run (IST trains a different part each step).
+        long trainable = trainer.Optimizer.Groups.SelectMany(group => group.Parameters).Sum(p => p.Data.ElementCount);
         var accuracy = ExactMatch.Evaluate(model, tokenizer, world.FineTuneEval);
         var inDistribution = ExactMatch.Evaluate(model, tokenizer, world.FineTuneEvalInDistribution);
         // Training throughput: tokens over the time spent in steps (Tokens / TokensPerSecond is each step's duration).
