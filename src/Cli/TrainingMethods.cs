@@ -5,6 +5,7 @@ using Engine.Peft.Lora;
 using Engine.Peft.Spiel;
 using Engine.Peft.VbLora;
 using Engine.Training;
+using Engine.Training.Ist;
 
 namespace Engine.Cli;
 
@@ -17,6 +18,7 @@ internal sealed class TrainingMethods
     private static readonly LoraSparsityOptions SparsityDefaults = new();
     private static readonly VbLoraOptions VbLoraDefaults = new();
     private static readonly SpielOptions SpielDefaults = new();
+    private static readonly IstOptions IstDefaults = new();
 
     public Option<string> Method { get; } = new("--method") { Description = $"Fine-tuning method: {string.Join(", ", Names)}.", DefaultValueFactory = _ => "full" };
 
@@ -72,6 +74,22 @@ internal sealed class TrainingMethods
 
     public Option<string> ReselectionPolicyName { get; } = new("--reselection-policy") { Description = "SpIEL: how the reselected fraction decays.", DefaultValueFactory = _ => "linear" };
 
+    public Option<bool> Ist { get; } = new("--ist") { Description = "IST: train only a sampled part of the decoder layers' adapters each step, chosen by learned layer importance." };
+
+    public Option<double> IstActiveFraction { get; } = new("--ist-active-fraction") { Description = "IST: fraction of layers active per step.", DefaultValueFactory = _ => IstDefaults.ActiveFraction };
+
+    public Option<double> IstSuppressedFraction { get; } = new("--ist-suppressed-fraction") { Description = "IST: fraction of layers suppressed per scoring action.", DefaultValueFactory = _ => IstDefaults.SuppressedFraction };
+
+    public Option<double> IstSuppressionFactor { get; } = new("--ist-suppression-factor") { Description = "IST: adapter output scale of suppressed layers while scoring.", DefaultValueFactory = _ => IstDefaults.SuppressionFactor };
+
+    public Option<int> IstActions { get; } = new("--ist-actions") { Description = "IST: scoring forward passes per score update.", DefaultValueFactory = _ => IstDefaults.Actions };
+
+    public Option<double> IstScoreLearningRate { get; } = new("--ist-score-lr") { Description = "IST: score learning rate.", DefaultValueFactory = _ => IstDefaults.ScoreLearningRate };
+
+    public Option<int> IstInterval { get; } = new("--ist-interval") { Description = "IST: steps between score updates.", DefaultValueFactory = _ => IstDefaults.UpdateInterval };
+
+    public Option<int> IstRewardBatch { get; } = new("--ist-reward-batch") { Description = "IST: training examples in the reward batch.", DefaultValueFactory = _ => IstDefaults.RewardBatchSize };
+
     public TrainingMethods()
     {
         OptionChecks.OneOf(Method, Names);
@@ -97,9 +115,42 @@ internal sealed class TrainingMethods
     {
         foreach (Option option in new Option[] { Method, InitAdapter, Target, Layers, Rank, Alpha, RsLora, Dropout, FrozenFraction, Granularity, RedrawEvery,
                      VectorCount, VectorLength, TopK, BankLearningRate, LogitsLearningRate, BankInitBound, LogitsInitStd, SaveTopKOnly,
-                     Density, DeltaCount, ReselectionInterval, AccumulationSteps, ReselectionRate, ReselectionPolicyName })
+                     Density, DeltaCount, ReselectionInterval, AccumulationSteps, ReselectionRate, ReselectionPolicyName,
+                     Ist, IstActiveFraction, IstSuppressedFraction, IstSuppressionFactor, IstActions, IstScoreLearningRate, IstInterval, IstRewardBatch })
         {
             command.Options.Add(option);
+        }
+    }
+
+    /// <summary>IST's settings from the flags; null without --ist (an --ist-* flag without --ist is an error).</summary>
+    public IstOptions? IstSettings(ParseResult parse, int seed)
+    {
+        Option[] istFlags = [IstActiveFraction, IstSuppressedFraction, IstSuppressionFactor, IstActions, IstScoreLearningRate, IstInterval, IstRewardBatch];
+        if (!parse.GetValue(Ist))
+        {
+            return istFlags.FirstOrDefault(flag => parse.GetResult(flag) is { Implicit: false }) is { } stray
+                ? throw new UsageException($"{stray.Name} applies with --ist only")
+                : null;
+        }
+        try
+        {
+            var options = new IstOptions
+            {
+                ActiveFraction = parse.GetValue(IstActiveFraction),
+                SuppressedFraction = parse.GetValue(IstSuppressedFraction),
+                SuppressionFactor = parse.GetValue(IstSuppressionFactor),
+                Actions = parse.GetValue(IstActions),
+                ScoreLearningRate = parse.GetValue(IstScoreLearningRate),
+                UpdateInterval = parse.GetValue(IstInterval),
+                RewardBatchSize = parse.GetValue(IstRewardBatch),
+                Seed = (ulong)seed,
+            };
+            _ = new LayerImportance(1, options);
+            return options;
+        }
+        catch (ArgumentException error)
+        {
+            throw new UsageException(error.Message);
         }
     }
 
@@ -114,6 +165,10 @@ internal sealed class TrainingMethods
         foreach (var flag in new Option[] { Rank, Dropout })
         {
             yield return (flag, ["lora", "lora-sp", "vblora"]);
+        }
+        foreach (var flag in new Option[] { Ist, IstActiveFraction, IstSuppressedFraction, IstSuppressionFactor, IstActions, IstScoreLearningRate, IstInterval, IstRewardBatch })
+        {
+            yield return (flag, adapters);
         }
         foreach (var flag in new Option[] { Density, DeltaCount, ReselectionInterval, AccumulationSteps, ReselectionRate, ReselectionPolicyName })
         {

@@ -1,6 +1,7 @@
 using Engine.Model;
 using Engine.Training;
 using Engine.Training.Data;
+using Engine.Training.Ist;
 
 namespace Engine.Cli;
 
@@ -60,7 +61,8 @@ internal static class TrainingRun
         }
         var last = MetricsLog.Read(Path.Combine(output, "metrics.csv")).LastOrDefault();
         string losses = last is null ? "" : $"; final loss {last.Loss:F4}" + (last.EvalLoss is { } eval ? $", eval loss {eval:F4}" : "");
-        string result = job.Method is AdapterTraining training ? $"{training.Adapter.PeftType} adapter ({training.Adapter.TrainableParameterCount:N0} trained parameters)" : "model";
+        var adapter = job.Method switch { AdapterTraining training => training.Adapter, IstTraining ist => ist.Adapter, _ => null };
+        string result = adapter is null ? "model" : $"{adapter.PeftType} adapter ({adapter.ParameterGroups.SelectMany(group => group.Parameters).Sum(p => p.Data.ElementCount):N0} trained parameters)";
         cli.Out.WriteLine($"{job.Phase}: {trainer.CompletedSteps} steps{losses}; {result} saved to {output}");
         return 0;
     }

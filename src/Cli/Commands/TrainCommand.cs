@@ -1,6 +1,8 @@
 using System.CommandLine;
 using Engine.Model;
+using Engine.Training;
 using Engine.Training.Data;
+using Engine.Training.Ist;
 
 namespace Engine.Cli.Commands;
 
@@ -53,6 +55,12 @@ internal static class TrainCommand
                 data = DataFiles.Load(cli, dataPath, "--data", tokenizer, dataOptions with { MaxLength = sequenceLength });
             }
             var evalBatches = DataFiles.LoadEvaluation(cli, parse.GetValue(flags.EvalData), tokenizer, config, batchSize);
+            if (methods.IstSettings(parse, seed) is { } ist)
+            {
+                // The reward batch: the first training examples, one padded row each (scored without gradients).
+                var rewardBatches = DatasetBatches.EvaluationBatches([.. data.Take(ist.RewardBatchSize)], batchSize, DataFiles.PadId(tokenizer, config));
+                trainingMethod = new IstTraining((AdapterTraining)trainingMethod, ist, rewardBatches);
+            }
 
             using var llama = LlamaModel.Load(modelDirectory, device);
             cli.Note($"fine-tuning {modelDirectory} ({llama.ParameterCount:N0} parameters) with method {trainingMethod.Name} on {data.Count:N0} examples "

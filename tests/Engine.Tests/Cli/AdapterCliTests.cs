@@ -283,6 +283,18 @@ public class AdapterCliTests(AdapterCliFixture fixture) : IClassFixture<AdapterC
     }
 
     [Fact]
+    public void IstTrainsALoraAdapterLayerByLayer()
+    {
+        string output = Path.Combine(Cli.Root, "lora-ist");
+        var run = CliRun.Invoke(Train(Cli, output, "lora", 3, "--rank", "2", "--ist", "--ist-interval", "1", "--ist-reward-batch", "4")).Succeeded();
+        Assert.Contains("LORA adapter", run.Stdout);
+        Assert.Equal(14, ReadTensors(output).Count(pair => pair.Key.Contains(".layers.0.")));  // all seven projections of the one layer, A and B
+        CliRun.Invoke(Train(Cli, Path.Combine(Cli.Root, "never"), "lora", 1, "--ist-interval", "2")).FailedWithOneLine("--ist-interval applies with --ist only");
+        CliRun.Invoke(Train(Cli, Path.Combine(Cli.Root, "never"), "full", 1, "--ist")).FailedWithOneLine("--ist applies to --method");
+        CliRun.Invoke(Train(Cli, Path.Combine(Cli.Root, "never"), "lora", 1, "--ist", "--ist-active-fraction", "0")).FailedWithOneLine("active fraction must be in (0, 1]");
+    }
+
+    [Fact]
     public void MergeRefusesToWriteOverTheBaseModel()
     {
         fixture.LoraTrain.Succeeded();
