@@ -59,6 +59,10 @@ public sealed class SpielAdapter : Adapter, IAdapterOptimizer
             long count = loadedCounts is null ? budget * size / targetSize
                 : loadedCounts.TryGetValue(layer.Name, out int saved) ? saved
                 : throw new InvalidDataException($"spiel: num_deltas has no entry for {layer.Name}, which target_modules selects");
+            if (size > int.MaxValue)
+            {
+                throw new ArgumentException($"spiel: {layer.Name} [out {layer.OutFeatures}, in {layer.InFeatures}] has more entries than int32 flat indices address");
+            }
             if (count < 1 || count > size)
             {
                 throw new ArgumentException($"spiel: {layer.Name} [out {layer.OutFeatures}, in {layer.InFeatures}] would get {count} deltas " +
@@ -156,6 +160,11 @@ public sealed class SpielAdapter : Adapter, IAdapterOptimizer
             if (dropCount > 0)
             {
                 state.Reselect(dropCount);
+            }
+            else
+            {
+                // Nothing to replace in this matrix, but its window is over: the next one starts from fresh candidates.
+                state.ReleaseWindow();
             }
         }
     }

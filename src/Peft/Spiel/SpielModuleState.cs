@@ -67,7 +67,7 @@ internal sealed class SpielModuleState : IDisposable
         SampleCount = 0;
     }
 
-    private void ReleaseWindow()
+    internal void ReleaseWindow()
     {
         foreach (var tensor in SelectionTensors)
         {
@@ -220,7 +220,8 @@ internal sealed class SpielModuleState : IDisposable
     private List<int> GrowByAccumulators(int[] previousIndices, int dropCount)
     {
         var backend = RowAccumulator!.Backend;
-        var scores = Tensor.Empty([OutFeatures, InFeatures], RowAccumulator.DType, RowAccumulator.Device);
+        // Freed before the next module's: only one dense score matrix exists at a time.
+        using var scores = Tensor.Empty([OutFeatures, InFeatures], RowAccumulator.DType, RowAccumulator.Device);
         using (var rows = RowAccumulator.Reshape(OutFeatures, 1))
         using (var columns = ColumnAccumulator!.Reshape(1, InFeatures))
         {
@@ -285,6 +286,7 @@ internal sealed class SpielModuleState : IDisposable
         {
             tensor.Dispose();
         }
+        Module.Indices.Dispose();
         ReleaseWindow();
     }
 }
