@@ -150,9 +150,9 @@ internal sealed class SpielModuleState : IDisposable
         int count = Module.DeltaCount;
         var indices = Module.Indices.ToArray<int>();
 
-        var dropScores = Tensor.Empty([count], Module.Values.DType, device);
-        backend.Unary(UnaryOp.Square, Module.Values.Data, dropScores);
-        backend.Affine(dropScores, -1, 0, dropScores);
+        // −|value| (not −value², which underflows to a tie below ~1e-23), in float64: the k values are few.
+        var magnitudes = ToDoubles(Module.Values.Data).Select(value => -Math.Abs(value)).ToArray();
+        using var dropScores = Tensor.FromArray<double>(magnitudes, [count], device);
         var droppedSlots = TopK(dropScores, dropCount);
         var dropped = droppedSlots.Select(slot => indices[slot]).ToHashSet();
         var kept = indices.Where(index => !dropped.Contains(index)).ToHashSet();
